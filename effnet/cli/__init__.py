@@ -1,0 +1,58 @@
+"""The ``effnet`` command line: a thin layer over the Python API.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; the module sets
+``func`` on its parser. Errors a user can cause (bad flags, files, names) print one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Sub-command modules, in the order `effnet --help` lists them.
+COMMANDS = ("models", "info")
+
+
+class CLIError(Exception):
+    """An error to show the user as one line (no traceback)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from effnet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="effnet",
+        description="EfficientNet models, compound scaling, training and analysis.",
+    )
+    parser.add_argument("--version", action="version", version=f"effnet {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"effnet.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    debug = args.debug or bool(os.environ.get("EFFNET_DEBUG"))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("effnet: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"effnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0

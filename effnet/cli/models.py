@@ -1,0 +1,42 @@
+"""`effnet models`: the model table (params, MACs at native resolution, resolution)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered models with params and MACs")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*lite*'")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet import list_models, model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no model matches {args.pattern!r}; try `effnet models`")
+    rows = []
+    for n in names:
+        info = model_info(n)
+        rows.append(
+            {
+                "name": n,
+                "params": info["params"],
+                "macs": info["macs"],
+                "image_size": info["image_size"],
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<22}{'params (M)':>12}{'MACs (B)':>12}{'resolution':>12}")
+    for r in rows:
+        print(
+            f"{r['name']:<22}{r['params'] / 1e6:>12.2f}"
+            f"{r['macs'] / 1e9:>12.3f}{r['image_size']:>12}"
+        )
+    return 0

@@ -1,0 +1,189 @@
+"""The EfficientNet network: stem -> stages of MBConv / Fused-MBConv blocks -> head -> FC."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from effnet.blocks import BLOCKS
+from effnet.layers import ConvBNAct
+from effnet.scaling import ModelPlan
+
+
+class EfficientNet(nn.Module):
+    """An EfficientNet built from a ``ModelPlan``.
+
+    ``forward_features`` returns the head conv output (B, C_head, H/32, W/32); ``forward_head``
+    pools, applies dropout and classifies, or returns the pooled vector with ``pre_logits=True``.
+    """
+
+    def __init__(
+        self,
+        plan: ModelPlan,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        padding: str = "symmetric",
+        shortcut: str = "identity",
+    ) -> None:
+        super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        self.plan = plan
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = plan.head_ch
+        self.grad_checkpointing = False
+        bn = {"bn_eps": plan.bn_eps, "bn_momentum": plan.bn_momentum}
+        self.stem = ConvBNAct(in_chans, plan.stem_ch, 3, 2, act=plan.act, padding=padding, **bn)
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(
+                    *(
+                        BLOCKS[b.kind](b, plan.act, padding=padding, shortcut=shortcut, **bn)
+                        for b in plan.stage_blocks(s)
+                    )
+                )
+                for s in range(plan.num_stages)
+            )
+        )
+        self.head = ConvBNAct(plan.blocks[-1].out_ch, plan.head_ch, 1, act=plan.act, **bn)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(plan.head_ch, num_classes) if num_classes else nn.Identity()
+        self.pretrained_cfg: dict[str, Any] = {}
+        self.feature_info = _feature_info(plan)
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for stage in self.stages:
+                # Non-reentrant checkpointing restores the RNG state, so drop-path masks match.
+                x = checkpoint(stage, x, use_reentrant=False)
+        else:
+            x = self.stages(x)
+        return self.head(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x).flatten(1)
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.num_classes = num_classes
+        self.classifier = (
+            nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        )
+        if num_classes:
+            init_weights(self.classifier)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def set_dropout(self, p: float) -> None:
+        """Change the pre-classifier dropout rate (progressive learning raises it per stage)."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.dropout.p = p
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+
+def _feature_info(plan: ModelPlan) -> list[dict[str, Any]]:
+    """One tap per reduction (the last stage at each stride), then the head conv."""
+    info: list[dict[str, Any]] = []
+    reduction = 2
+    for s in range(plan.num_stages):
+        blocks = plan.stage_blocks(s)
+        reduction *= blocks[0].stride
+        entry = {"module": f"stages.{s}", "num_chs": blocks[-1].out_ch, "reduction": reduction}
+        if info and info[-1]["reduction"] == reduction:
+            info[-1] = entry
+        else:
+            info.append(entry)
+    info.append({"module": "head", "num_chs": plan.head_ch, "reduction": reduction})
+    return info
+
+
+class EfficientNetFeatures(nn.Module):
+    """Multi-scale backbone: returns the feature maps listed in ``out_indices``.
+
+    Indices 0..4 are the stage outputs at strides 2, 4, 8, 16, 32; index 5 (or -1) is the head conv.
+    """
+
+    def __init__(self, model: EfficientNet, out_indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+        super().__init__()
+        n = len(model.feature_info)
+        idx = []
+        for i in out_indices:
+            if not -n <= i < n:
+                raise ValueError(f"out_indices entries must be in [{-n}, {n - 1}], got {i}")
+            idx.append(i % n)
+        if not idx:
+            raise ValueError("out_indices must name at least one feature level")
+        self.out_indices = tuple(sorted(set(idx)))
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+        self.plan = model.plan
+        self.pretrained_cfg = model.pretrained_cfg
+        self.stem = model.stem
+        taps = [info["module"] for info in self.feature_info]
+        last = max(self.out_indices)
+        self.stages = model.stages
+        self.head = model.head if last == n - 1 else None
+        n_stages = len(model.stages) if self.head is not None else int(taps[-1].split(".")[1]) + 1
+        self._n_stages = n_stages
+        self._taps = {int(t.split(".")[1]) for t in taps if t.startswith("stages.")}
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self.feature_info]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self.feature_info]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        x = self.stem(x)
+        for i in range(self._n_stages):
+            x = self.stages[i](x)
+            if i in self._taps:
+                out.append(x)
+        if self.head is not None:
+            out.append(self.head(x))
+        return out
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """TF reference init: conv N(0, sqrt(2 / fan_out)) with fan_out = kh*kw*out/groups,
+    linear U(+-1/sqrt(out)), BN gamma 1 / beta 0 (arXiv:1905.11946 code, tensorflow/tpu)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            fan_out = kh * kw * m.out_channels // m.groups
+            m.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+        elif isinstance(m, nn.Linear):
+            r = 1.0 / math.sqrt(m.out_features)
+            m.weight.uniform_(-r, r)
+            m.bias.zero_()
