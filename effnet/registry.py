@@ -278,6 +278,23 @@ def create_model(
             shortcut=shortcut,
         )
     model.variant = name
+    # Everything needed to rebuild this architecture (saved with checkpoints and exports).
+    model.build_args = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "width_mult": width,
+        "depth_mult": depth,
+        "image_size": res,
+        "drop_rate": model.dropout.p,
+        "drop_path_rate": drop_path_rate,
+        "act": model_plan.act,
+        "se": any(b.se_ch for b in model_plan.blocks),
+        "bn_eps": model_plan.bn_eps,
+        "bn_momentum": model_plan.bn_momentum,
+        "padding": padding or "symmetric",
+        "shortcut": shortcut,
+    }
     model.padding = padding or "symmetric"
     model.shortcut_mode = shortcut
     model.pretrained_cfg = variant.data_config(res)
