@@ -1,0 +1,1 @@
+"""Data: robust image decoding, datasets and transforms (torchvision.transforms.v2)."""
