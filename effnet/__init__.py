@@ -11,17 +11,32 @@ __all__ = [
     "create_model",
     "data_config",
     "list_models",
+    "load_model",
     "model_info",
     "plan",
     "round_channels",
     "round_repeats",
+    "save_model",
 ]
 
 
-def __getattr__(name: str):
-    # Heavier helpers load lazily so `import effnet` stays fast.
-    if name == "model_info":
-        from effnet.analysis.info import model_info
+# Heavier helpers load lazily so `import effnet` stays fast: public name -> defining module.
+_LAZY = {
+    "model_info": "effnet.analysis.info",
+    "load_model": "effnet.weights.serialize",
+    "save_model": "effnet.weights.serialize",
+    "export_model": "effnet.export",
+    "predict": "effnet.predict",
+    "optimize_for_inference": "effnet.perf.optimize",
+    "scale": "effnet.lab.scale",
+    "train": "effnet.train",
+}
 
-        return model_info
-    raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

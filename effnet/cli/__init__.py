@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
-# Sub-command modules, in the order `effnet --help` lists them.
-COMMANDS = ("models", "info")
+# Sub-command modules, in the order `effnet --help` lists them. A module not present yet is
+# skipped (commands land one by one); a module that is present but broken still raises.
+COMMANDS = (
+    "train",
+    "eval",
+    "predict",
+    "demo",
+    "models",
+    "info",
+    "export",
+    "benchmark",
+    "scale",
+    "search",
+    "sweep",
+    "cam",
+)
 
 
 class CLIError(Exception):
@@ -32,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        if importlib.util.find_spec(f"effnet.cli.{name}") is None:
+            continue
         importlib.import_module(f"effnet.cli.{name}").register(sub)
     return parser
 
