@@ -49,7 +49,7 @@ def model_metadata(model: nn.Module, **extra: Any) -> dict[str, Any]:
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then fsync and rename over ``path``: readers never see half a file."""
+    """Call ``write(tmp)``, fsync, rename over ``path``: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,7 +78,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
     from safetensors.torch import save_file
 
     meta = model_metadata(model, **extra)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
+    state = {
+        k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()
+    }
     header = {METADATA_KEY: json.dumps(meta)}
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
 
@@ -92,7 +94,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 path = path / name
                 break
         else:
-            raise FileNotFoundError(f"{path}: no model file ({', '.join(RUN_FILES)}) in this folder")
+            names = ", ".join(RUN_FILES)
+            raise FileNotFoundError(f"{path}: no model file ({names}) in this folder")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".safetensors":
@@ -112,8 +115,9 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         return state, json.loads(header[METADATA_KEY])
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refused, truncated zip, ...
-        raise ValueError(f"{path}: not a loadable checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # unpickling refused, truncated zip, empty file, ...
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: not a loadable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "build_args" not in ckpt:
         raise ValueError(f"{path}: not an effnet checkpoint (needs 'model' and 'build_args')")
     meta = {k: v for k, v in ckpt.items() if k in ("build_args", "data_config", "class_names")}
