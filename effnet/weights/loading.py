@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,22 @@ def torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling refused, truncated zip, empty file, ...
-        reason = _first_line(e)
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            reason = "it contains pickled objects that would run code; refused (weights_only=True)"
-        raise ValueError(f"{path}: not a loadable checkpoint ({reason})") from None
+        raise ValueError(f"{path}: not a loadable checkpoint ({_load_error(e)})") from None
+
+
+def _load_error(e: BaseException) -> str:
+    """One line for what went wrong inside ``torch.load``; torch's own messages span pages."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it pickles {found[1]}, which could run code; refused (weights_only=True)"
+    if "Unsupported operand" in text or "invalid load key" in text:
+        return "not a PyTorch checkpoint: unreadable pickle data"
+    if isinstance(e, EOFError):
+        return "empty or truncated file"
+    if "central directory" in text or "zip archive" in text:
+        return "truncated or corrupt zip archive"
+    return _first_line(e)
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -275,6 +275,10 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (c / in_chans)
 
 
+def _natural(key: str) -> list:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in key.split(".")]
+
+
 def apply_pretrained(model: nn.Module, weights: PretrainedWeights) -> nn.Module:
     """Load ``weights`` into ``model`` strictly and record their preprocessing.
 
@@ -313,7 +317,8 @@ def apply_pretrained(model: nn.Module, weights: PretrainedWeights) -> nn.Module:
                 f"{where}: key {src!r} has shape {tuple(state[key].shape)}, "
                 f"the model expects {tuple(value.shape)} at {key!r}"
             )
-    extra = [k for k in state if k not in target]
+    # Natural order (stages.2 before stages.10): safetensors files store keys sorted as text.
+    extra = sorted((k for k in state if k not in target), key=_natural)
     if extra:
         raise ValueError(f"{where}: unexpected key {weights.origin.get(extra[0], extra[0])!r}")
     model.load_state_dict(state, strict=True)

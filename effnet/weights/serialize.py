@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.weights.loading import METADATA_KEY, read_safetensors, torch_load
+
 FORMAT_VERSION = 1
-METADATA_KEY = "effnet"
 # Files a run folder may hold, in the order load_model prefers them.
 RUN_FILES = ("model_best.safetensors", "model_last.safetensors", "checkpoint_last.pt")
 
@@ -99,25 +100,11 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        state, header = read_safetensors(path)
         if METADATA_KEY not in header:
             raise ValueError(f"{path}: safetensors file without effnet metadata")
         return state, json.loads(header[METADATA_KEY])
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refused, truncated zip, empty file, ...
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{path}: not a loadable checkpoint ({reason})") from None
+    ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "build_args" not in ckpt:
         raise ValueError(f"{path}: not an effnet checkpoint (needs 'model' and 'build_args')")
     meta = {k: v for k, v in ckpt.items() if k in ("build_args", "data_config", "class_names")}
