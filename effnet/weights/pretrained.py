@@ -166,13 +166,12 @@ def _describe(
         padding, eps, cfg = "symmetric", TF_EPS if tf_bn else TORCH_EPS, _torchvision_config(name)
     else:  # lukemelas ports TF checkpoints and pads like TF
         padding, eps, cfg = "same", TF_EPS, _config(model_name)
-    if names is None and conv.state_dict.get("classifier.weight", torch.empty(0)).shape[:1] == (
-        1000,
-    ):
+    head = conv.state_dict.get("classifier.weight")
+    if names is None and conv.format != "effnet" and head is not None and head.shape[0] == 1000:
         from effnet.weights.classes import imagenet_classes
 
-        names = imagenet_classes()
-    cfg["weights"] = source
+        names = imagenet_classes()  # every 1000-class upstream set is ImageNet-1k
+    cfg.setdefault("weights", source)  # an effnet file keeps the weight set it was made from
     return PretrainedWeights(
         state_dict=conv.state_dict,
         source=source,
@@ -201,7 +200,7 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
         state = unwrap_state_dict(dict(src), "state dict")
         return _describe(convert_state_dict(state), "state dict", model_name, False, None)
     if not isinstance(src, str | os.PathLike):
-        raise TypeError(f"pretrained must be a path, a source name or a state dict, got {src!r}")
+        raise ValueError(f"pretrained must be a path, a source name or a state dict, got {src!r}")
     text = os.fspath(src)
     if Path(text).is_file():
         return read_file(text, model_name)
