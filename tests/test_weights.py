@@ -75,6 +75,16 @@ def test_pretrained_accepts_state_dict_and_nested_checkpoint(b0_file, tmp_path):
         assert torch.equal(_out(ref, x), _out(model, x))
 
 
+def test_pretrained_accepts_run_folder(b0_file, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_best.safetensors").write_bytes(b0_file.read_bytes())
+    model = effnet.create_model("efficientnet_b0", pretrained=str(run))
+    assert torch.equal(model.stem.conv.weight, load_model(b0_file).stem.conv.weight)
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        effnet.create_model("efficientnet_b0", pretrained=str(tmp_path / "run" / ".."))
+
+
 def test_new_num_classes_keeps_backbone_and_inits_head(b0_file):
     ref = load_model(b0_file)
     model = effnet.create_model("efficientnet_b0", num_classes=10, pretrained=str(b0_file))

