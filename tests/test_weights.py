@@ -380,3 +380,18 @@ def test_hubconf_has_every_model_and_loads_locally(b0_file):
     assert loaded.classifier.out_features == 5
     ref = load_model(b0_file)
     assert torch.equal(loaded.stem.conv.weight, ref.stem.conv.weight)
+
+
+def test_failed_download_is_one_line_and_leaves_no_file(monkeypatch, tmp_path):
+    from urllib.error import URLError
+
+    def offline(url, dst, progress=True):
+        Path(dst).write_bytes(b"partial")
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ValueError) as e:
+        effnet.create_model("efficientnet_b0", pretrained="torchvision")
+    assert "could not download https://download.pytorch.org/models/" in _one_line(e)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

