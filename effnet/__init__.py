@@ -26,10 +26,10 @@ _LAZY = {
     "load_model": "effnet.weights.serialize",
     "save_model": "effnet.weights.serialize",
     "export_model": "effnet.export",
-    "predict": "effnet.predict",
+    "predict": "effnet.inference",
     "optimize_for_inference": "effnet.perf.optimize",
     "scale": "effnet.lab.scale",
-    "train": "effnet.train",
+    "train": "effnet.training",
 }
 
 

@@ -34,10 +34,20 @@ class CLIError(Exception):
     """An error to show the user as one line (no traceback)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``effnet train: error: ...``), exit status 2.
+
+    Sub-parsers inherit the class, so every command's bad flag reads the same way.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from effnet import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="effnet",
         description="EfficientNet models, compound scaling, training and analysis.",
     )

@@ -59,6 +59,9 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
         try:
             dfd = os.open(path.parent, os.O_RDONLY)
