@@ -43,6 +43,13 @@ def base_config(config: str | None = None, **overrides: Any) -> Base:
         )
         overrides["warmup_epochs"] = min(first.warmup_epochs, epochs / 4)
     cfg = resolve_config(config or "digits", overrides)
+    if "bn_momentum" not in (cfg.model_kwargs or {}):
+        # A few hundred steps are too few for TF's 0.99 decay: BN statistics would still be
+        # near their initial values at evaluation, and every candidate would score chance.
+        cfg = resolve_config(
+            config or "digits",
+            {**overrides, "model_kwargs": {**(cfg.model_kwargs or {}), "bn_momentum": 0.1}},
+        )
     v = get_variant(cfg.model)
     kw = cfg.model_kwargs or {}
     return Base(cfg, kw.get("width_mult", v.width), kw.get("depth_mult", v.depth), cfg.image_size)

@@ -1,0 +1,82 @@
+"""`effnet sweep`: scale width, depth, resolution or all three; top-1 against MACs on one chart."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+examples:
+  effnet sweep --data digits --dimension width --values 1 1.5 2
+  effnet sweep --data digits --dimension width depth resolution compound \\
+      --values width=1,1.41,2 depth=1,2,4 resolution=1,1.41,2 compound=0,1,2 --seeds 3
+
+Values are multipliers of the dimension (width w, depth d, resolution r) or, for compound, phi
+(d = alpha^phi, w = beta^phi, r = gamma^phi; set --alpha/--beta/--gamma, e.g. from a search).
+Plain numbers apply to every dimension; DIM=v1,v2 sets one dimension's list. Roughly matched
+MACs: depth x4 ~ width x2 ~ resolution x2 ~ compound phi 2. Writes OUT/sweep.json and
+OUT/sweep.png; finished runs are reused when the command is run again."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train models scaled along one dimension (or compound) and plot top-1 vs MACs",
+        description="Single-dimension vs compound scaling, as in the paper's Figures 3 and 8.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", default="digits", help="digits, an ImageFolder or CIFAR folder")
+    p.add_argument(
+        "--dimension",
+        nargs="+",
+        default=["compound"],
+        choices=("width", "depth", "resolution", "compound"),
+        help="one or more dimensions to scale (default compound)",
+    )
+    p.add_argument("--values", nargs="+", required=True, help="multipliers (phi for compound)")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds per point (default 1)")
+    p.add_argument("--budget", type=float, default=3, help="epochs per model (default 3)")
+    p.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
+    p.add_argument("--config", help="base training config (YAML or built-in; default digits)")
+    p.add_argument("--model", help="base model (default: the config's)")
+    p.add_argument("--image-size", type=int, help="base input size in pixels")
+    p.add_argument("--alpha", type=float, default=1.2, help="compound depth base (default 1.2)")
+    p.add_argument("--beta", type=float, default=1.1, help="compound width base (default 1.1)")
+    p.add_argument("--gamma", type=float, default=1.15, help="compound resolution base (1.15)")
+    p.add_argument("--max-train-samples", type=int, help="subset of the training data")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.lab.sweep import parse_values, sweep
+
+    res = sweep(
+        args.data,
+        dimensions=args.dimension,
+        values=parse_values(args.values, args.dimension),
+        seeds=args.seeds,
+        budget=args.budget,
+        out=args.out,
+        config=args.config,
+        alpha=args.alpha,
+        beta=args.beta,
+        gamma=args.gamma,
+        model=args.model,
+        image_size=args.image_size,
+        max_train_samples=args.max_train_samples,
+        threads=args.threads,
+    )
+    print(
+        f"{'dimension':<12}{'value':>7}{'d':>7}{'w':>7}{'px':>5}{'MACs (M)':>10}"
+        f"{'top-1 %':>9}{'+-':>6}"
+    )
+    for dim, pts in res["curves"].items():
+        for p in pts:
+            print(
+                f"{dim:<12}{p['value']:>7.3g}{p['depth']:>7.3g}{p['width']:>7.3g}"
+                f"{p['image_size']:>5}{p['macs'] / 1e6:>10.2f}{p['top1_mean']:>9.2f}"
+                f"{p['top1_std']:>6.2f}"
+            )
+    print(f"results: {args.out}/sweep.json  plot: {res['plot']}")
+    return 0
