@@ -55,6 +55,16 @@ def base_config(config: str | None = None, **overrides: Any) -> Base:
     return Base(cfg, kw.get("width_mult", v.width), kw.get("depth_mult", v.depth), cfg.image_size)
 
 
+def fingerprint(base: Base) -> str:
+    """A short hash of everything that changes a run's result except the scaling and the seed:
+    runs of different settings never share a folder, so reuse is always safe."""
+    import hashlib
+
+    skip = {"seed", "out", "threads", "progress", "workers", "device"}
+    cfg = {k: v for k, v in base.config.to_dict().items() if k not in skip}
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def scaled_size(base: int, r: float) -> int:
     """Pixels for resolution multiplier ``r``; nearest integer, since at the 32-64 px of quick
     experiments a multiple-of-8 rule would merge neighbouring grid points."""

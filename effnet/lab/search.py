@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from effnet.lab.experiment import Base, base_config, train_candidate
+from effnet.lab.experiment import Base, base_config, fingerprint, train_candidate
 
 STUDY = "effnet-search"
 PARAM = "abg"
@@ -89,13 +89,18 @@ def requeue_dead_trials(study) -> int:
     return n
 
 
-def open_study(storage: str, points: list[tuple[float, float, float]]):
+def study_name(base: Base) -> str:
+    """One study per base setting (config, budget, data): other settings never mix in."""
+    return f"{STUDY}-{fingerprint(base)}-seed{base.config.seed}"
+
+
+def open_study(storage: str, points: list[tuple[float, float, float]], name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # errors reach the caller
     sampler = optuna.samplers.GridSampler({PARAM: [key(p) for p in points]}, seed=0)
     return optuna.create_study(
-        study_name=STUDY,
+        study_name=name,
         storage=storage,
         sampler=sampler,
         direction="maximize",
@@ -116,7 +121,7 @@ def run_worker(
     import optuna
     from optuna.trial import TrialState
 
-    study = open_study(storage, points)
+    study = open_study(storage, points, study_name(base))
     requeue_dead_trials(study)
     by_key = {key(p): p for p in points}
 
@@ -133,7 +138,9 @@ def run_worker(
         if done:  # another worker finished this point meanwhile: no duplicate training
             raise optuna.TrialPruned(f"{k} already finished in trial {done[0].number}")
         a, b, g = by_key[k]
-        res = train_candidate(base, a, b, g, out / "trials" / k, **train_overrides)
+        res = train_candidate(
+            base, a, b, g, out / "trials" / fingerprint(base) / k, **train_overrides
+        )
         for name in ("macs", "params", "image_size", "wall_time_s", "run_dir", "best_epoch"):
             trial.set_user_attr(name, res.get(name))
         log(
@@ -169,11 +176,13 @@ def run_worker(
             time.sleep(2.0)  # other workers run the last points; wait for them (or their death)
 
 
-def results(storage: str, points: list[tuple[float, float, float]], target: float) -> dict:
+def results(
+    storage: str, points: list[tuple[float, float, float]], target: float, name: str
+) -> dict:
     """The ranking (best top-1 first; fewer MACs breaks ties) from the study's finished trials."""
     from optuna.trial import TrialState
 
-    study = open_study(storage, points)
+    study = open_study(storage, points, name)
     want = {key(p): p for p in points}
     rows: dict[str, dict[str, Any]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -231,10 +240,10 @@ def search(
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers}")
     points = select(grid(step, max_coef, target, tolerance), max_candidates, target)
+    base = base_config(config, data=data, seed=seed, epochs=int(budget), **train_overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'search.db').resolve()}"
-    base = base_config(config, data=data, seed=seed, epochs=int(budget), **train_overrides)
     overrides: dict[str, Any] = {}
     log(
         f"effnet search: {len(points)} candidates (alpha, beta, gamma) with "
@@ -245,9 +254,14 @@ def search(
     from effnet.weights.serialize import atomic_write
 
     def write() -> dict[str, Any]:
-        res = results(storage, points, target)
+        res = results(storage, points, target, study_name(base))
         res.update(
-            data=data, budget_epochs=int(budget), tolerance=tolerance, step=step, storage=storage
+            data=data,
+            budget_epochs=int(budget),
+            tolerance=tolerance,
+            step=step,
+            storage=storage,
+            study=study_name(base),
         )
         text = json.dumps(res, indent=2)
         atomic_write(out / "search.json", lambda tmp: Path(tmp).write_text(text))
@@ -281,7 +295,9 @@ def _run_parallel(base, points, out, storage, overrides, workers) -> None:
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
-    open_study(storage, points)  # create the study once, before workers race to do it
+    open_study(
+        storage, points, study_name(base)
+    )  # create the study once, before workers race to do it
     procs = [
         ctx.Process(target=_worker_main, args=(base, points, out, storage, overrides, threads))
         for _ in range(workers)

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from effnet.lab.experiment import base_config, scaled_size, train_candidate
+from effnet.lab.experiment import base_config, fingerprint, scaled_size, train_candidate
 from effnet.scaling import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, compound_coefficients
 
 DIMENSIONS = ("width", "depth", "resolution", "compound")
@@ -117,7 +117,8 @@ def sweep(
             for s in range(seeds):
                 k = run_key(d, w, scaled_size(base[s].image_size, r), s)
                 if k not in runs:
-                    runs[k] = train_candidate(base[s], d, w, r, out / "runs" / k)
+                    run_dir = out / "runs" / fingerprint(base[0]) / k
+                    runs[k] = train_candidate(base[s], d, w, r, run_dir)
                     log(
                         f"{dim} {v:g} seed {s}: top-1 {runs[k]['best_top1']:.2f}%  "
                         f"{runs[k]['macs'] / 1e6:.1f}M MACs  {runs[k]['image_size']}px"
