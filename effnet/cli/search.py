@@ -26,12 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", default="digits", help="digits, an ImageFolder or CIFAR folder")
-    p.add_argument("--config", help="base training config (YAML or built-in name; default digits)")
-    p.add_argument("--model", help="base model (default: the config's)")
-    p.add_argument("--image-size", type=int, help="base input size in pixels (default: config's)")
-    p.add_argument("--budget", type=float, default=3, help="epochs per candidate (default 3)")
-    p.add_argument("--out", default="runs/search", help="output folder (default runs/search)")
+    add_experiment_args(p, "runs/search")
     p.add_argument("--step", type=float, default=0.1, help="grid step (default 0.1)")
     p.add_argument("--max-coef", type=float, default=2.0, help="largest coefficient (default 2)")
     p.add_argument("--target", type=float, default=2.0, help="alpha*beta^2*gamma^2 target (2)")
@@ -42,9 +37,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/search.db)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--max-train-samples", type=int, help="subset of the training data")
-    p.add_argument("--threads", type=int, help="torch threads per worker")
     p.set_defaults(func=run)
+
+
+def add_experiment_args(p: argparse.ArgumentParser, out: str) -> None:
+    """Options shared by `effnet search` and `effnet sweep`: data, base config, budget."""
+    p.add_argument("--data", default="digits", help="digits, an ImageFolder or CIFAR folder")
+    p.add_argument("--config", help="base training config (YAML or built-in; default digits)")
+    p.add_argument("--model", help="base model (default: the config's)")
+    p.add_argument("--image-size", type=int, help="base input size in pixels (default: config's)")
+    p.add_argument("--budget", type=float, default=3, help="epochs per model (default 3)")
+    p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    p.add_argument("--max-train-samples", type=int, help="subset of the training data")
+    p.add_argument("--threads", type=int, help="torch threads per process")
+
+
+def experiment_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "model": args.model,
+        "image_size": args.image_size,
+        "max_train_samples": args.max_train_samples,
+        "threads": args.threads,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         storage=args.storage,
         seed=args.seed,
-        model=args.model,
-        image_size=args.image_size,
-        max_train_samples=args.max_train_samples,
-        threads=args.threads,
+        **experiment_kwargs(args),
     )
     print(
         f"{'rank':<6}{'alpha':>7}{'beta':>7}{'gamma':>7}{'a*b^2*g^2':>11}{'px':>5}"

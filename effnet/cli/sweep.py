@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from effnet.cli.search import add_experiment_args, experiment_kwargs
+
 EPILOG = """\
 examples:
   effnet sweep --data digits --dimension width --values 1 1.5 2
@@ -25,26 +27,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", default="digits", help="digits, an ImageFolder or CIFAR folder")
+    add_experiment_args(p, "runs/sweep")
     p.add_argument(
         "--dimension",
         nargs="+",
         default=["compound"],
         choices=("width", "depth", "resolution", "compound"),
-        help="one or more dimensions to scale (default compound)",
+        metavar="DIM",
+        help="width, depth, resolution and/or compound (default compound)",
     )
     p.add_argument("--values", nargs="+", required=True, help="multipliers (phi for compound)")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per point (default 1)")
-    p.add_argument("--budget", type=float, default=3, help="epochs per model (default 3)")
-    p.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
-    p.add_argument("--config", help="base training config (YAML or built-in; default digits)")
-    p.add_argument("--model", help="base model (default: the config's)")
-    p.add_argument("--image-size", type=int, help="base input size in pixels")
     p.add_argument("--alpha", type=float, default=1.2, help="compound depth base (default 1.2)")
     p.add_argument("--beta", type=float, default=1.1, help="compound width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=1.15, help="compound resolution base (1.15)")
-    p.add_argument("--max-train-samples", type=int, help="subset of the training data")
-    p.add_argument("--threads", type=int, help="torch threads")
     p.set_defaults(func=run)
 
 
@@ -62,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         beta=args.beta,
         gamma=args.gamma,
-        model=args.model,
-        image_size=args.image_size,
-        max_train_samples=args.max_train_samples,
-        threads=args.threads,
+        **experiment_kwargs(args),
     )
     print(
         f"{'dimension':<12}{'value':>7}{'d':>7}{'w':>7}{'px':>5}{'MACs (M)':>10}"

@@ -16,6 +16,8 @@ from typing import Literal
 
 from torch import nn
 
+from effnet.scaling import round_channels
+
 BaselineBlock = Literal["dwsep", "ir", "bottleneck"]
 
 
@@ -138,9 +140,7 @@ class BaselinePlan:
 def _round(c: float, divisor: int) -> int:
     if divisor <= 1:
         return max(1, int(c))
-    # make_divisible: nearest multiple, never below 90% of the scaled value (MobileNetV2 rule).
-    r = max(divisor, int(c + divisor / 2) // divisor * divisor)
-    return r + divisor if r < 0.9 * c else r
+    return round_channels(c, divisor=divisor)  # MobileNetV2's make_divisible is the same rule
 
 
 def baseline_plan(base: Baseline, depth: float = 1.0, width: float = 1.0) -> BaselinePlan:
