@@ -145,6 +145,8 @@ def predict(
         dev = torch.device(device)
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
     model = resolve_model(model_or_path, pretrained=pretrained)
     in_chans = int((getattr(model, "build_args", None) or {}).get("in_chans", 3))
     if in_chans != 3:

@@ -52,6 +52,7 @@ def export_onnx(
 
     if not isinstance(opset, int) or not 9 <= opset <= 20:
         raise ValueError(f"opset must be an integer in [9, 20], got {opset!r}")
+    require_onnx()
     in_chans, size = input_spec(model, image_size)
     result = ExportResult(Path(path), "onnx", size)
     start = time.perf_counter()
@@ -108,8 +109,18 @@ def _add_metadata(path: str, meta: dict[str, Any]) -> None:
     onnx.save(proto, path)
 
 
+def require_onnx() -> None:
+    """One-line advice instead of an ImportError when the export extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f'ONNX support needs {" and ".join(missing)}: pip install -e ".[export]"')
+
+
 def load_onnx(path: str | os.PathLike, *, threads: int | None = None):
     """An ONNX Runtime CPU session for ``path``; a one-line error if it is missing or invalid."""
+    require_onnx()
     import onnxruntime as ort
 
     p = Path(path)
