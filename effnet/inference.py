@@ -43,6 +43,7 @@ def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Mo
             from effnet.export.onnx import OnnxClassifier
 
             return OnnxClassifier(path)
+        _refuse_program_archives(path)
         from effnet.weights.serialize import load_model
 
         return load_model(path)
@@ -51,6 +52,25 @@ def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Mo
     from effnet.registry import create_model
 
     return create_model(text, pretrained=pretrained)
+
+
+def _refuse_program_archives(path: Path) -> None:
+    """TorchScript / torch.export files hold code, not effnet weights: say so in one line."""
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if any(n.endswith("/constants.pkl") for n in names):
+        kind = "a TorchScript file (run it with torch.jit.load)"
+    elif path.suffix == ".pt2" or any(n.endswith("archive_format") for n in names):
+        kind = "a torch.export program (run it with torch.export.load)"
+    else:
+        return
+    raise ValueError(
+        f"{path} is {kind}; effnet reads effnet model files, run folders and .onnx files"
+    )
 
 
 def class_names(model: nn.Module) -> list[str]:

@@ -143,3 +143,13 @@ def test_resolve_model_errors(tmp_path):
         resolve_model(str(tmp_path / "missing.safetensors"))
     with pytest.raises(FileNotFoundError):
         resolve_model("runs/nothing-here")
+
+
+def test_program_archives_are_refused_clearly(tmp_path):
+    model = _small_model()
+    ts = effnet.export_model(model, "torchscript", tmp_path / "m.pt", image_size=64)
+    with pytest.raises(ValueError, match="is a TorchScript file"):
+        resolve_model(ts)
+    pt2 = effnet.export_model(model, "pt2", tmp_path / "m.pt2", image_size=64, verify=False)
+    with pytest.raises(ValueError, match=r"is a torch\.export program"):
+        resolve_model(pt2)

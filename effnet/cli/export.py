@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
+from pathlib import Path
 
 from effnet.export import DEFAULT_OPSET, FORMATS, TOLERANCE
 
@@ -11,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export a model to ONNX, TorchScript, safetensors or torch.export, verified",
-        description=(
+        description=textwrap.fill(
             "Export a model and check the exported file against PyTorch at batch 1 and 3 "
             f"(max abs diff < {TOLERANCE:g}). The file is written atomically: a failed export or "
             "verification leaves nothing behind. ONNX files have a dynamic batch axis and carry "
@@ -84,4 +86,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"verified with {runtime}: max abs diff vs PyTorch {checked} (< {TOLERANCE:g})")
     else:
         print("not verified (--no-verify)")
+    if args.pretrained is None and not Path(args.model).exists():
+        print(f"note: {args.model} was exported with random weights (no --pretrained)")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
+from pathlib import Path
 
 from effnet.cli import CLIError
 
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="classify images with a model file, run folder, ONNX file or model name",
-        description=(
+        description=textwrap.fill(
             "Print the top classes and probabilities for each image, preprocessed exactly as the "
             "model's weights expect (resolution, crop, interpolation, mean/std from the model "
             "file). Folders are searched recursively for images; unreadable files are skipped "
@@ -79,9 +81,15 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(json.dumps(done, indent=2))
-        return 0
-    for r in done:
-        print(r["image"])
-        for t in r["top"]:
-            print(f"  {t['prob'] * 100:6.2f}%  {t['label']} ({t['index']})")
+    else:
+        for r in done:
+            print(r["image"])
+            for t in r["top"]:
+                print(f"  {t['prob'] * 100:6.2f}%  {t['label']} ({t['index']})")
+    if args.pretrained is None and not Path(args.model).exists():
+        print(
+            f"effnet predict: warning: {args.model} has random weights; "
+            "pass --pretrained SRC or a trained model file",
+            file=sys.stderr,
+        )
     return 0

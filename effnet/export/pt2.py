@@ -5,6 +5,7 @@ The example batch is 2 because torch.export specialises a dimension traced at si
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -47,7 +48,10 @@ def export_pt2(
                 model, (example_input(2, in_chans, size),), dynamic_shapes=({0: batch},)
             )
             extra = {EXTRA_FILE: json.dumps(metadata(model, size))}
-            torch.export.save(program, tmp, extra_files=extra)
+            # torch.export wants a ".pt2" name or a buffer; the atomic temporary has neither.
+            buffer = io.BytesIO()
+            torch.export.save(program, buffer, extra_files=extra)
+            Path(tmp).write_bytes(buffer.getvalue())
             if verify:
                 loaded, _ = load_pt2(tmp)
                 result.max_abs_diff = compare(model, loaded, in_chans, size)
@@ -66,7 +70,7 @@ def load_pt2(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.export.load(str(p), extra_files=extra)
+            program = torch.export.load(io.BytesIO(p.read_bytes()), extra_files=extra)
     except Exception as e:  # corrupt archives surface as assorted errors from torch internals
         raise ValueError(f"{p}: not a loadable torch.export file ({first_line(e)})") from None
     meta = json.loads(extra[EXTRA_FILE]) if extra[EXTRA_FILE] else {}
