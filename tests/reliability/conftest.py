@@ -1,0 +1,44 @@
+"""Shared helpers of the reliability suite.
+
+Tests report what they exercised through the ``figures`` fixture; when the environment variable
+``EFFNET_RELIABILITY_LOG`` names a file (``scripts/reliability_report.py`` sets it), each record is
+appended to it as one JSON line, and the report sums them into docs/reliability.md.
+"""
+
+import json
+import os
+
+import pytest
+
+import effnet
+
+
+class Figures:
+    def __init__(self, test: str):
+        self.test = test
+        self.path = os.environ.get("EFFNET_RELIABILITY_LOG")
+
+    def __call__(self, kind: str, name: str, count: int = 1, **info) -> None:
+        """kind: crash_point | fault | bad_input | files_lost | measure."""
+        if not self.path:
+            return
+        row = {"test": self.test, "kind": kind, "name": name, "count": count, **info}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture
+def figures(request):
+    return Figures(request.node.nodeid)
+
+
+def tiny_model(num_classes: int = 4):
+    """The smallest real EfficientNet: fast to save, load and hash."""
+    return effnet.create_model(
+        "efficientnet_b0", num_classes=num_classes, width_mult=0.25, depth_mult=0.25, image_size=32
+    )
+
+
+@pytest.fixture
+def tiny():
+    return tiny_model()
