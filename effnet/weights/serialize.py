@@ -165,6 +165,11 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     args = dict(meta["build_args"])
     name = args.pop("name")
     model = create_model(name, **args)
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if key in expected and tensor.shape != expected[key].shape:
+            got, want = tuple(tensor.shape), tuple(expected[key].shape)
+            raise ValueError(f"{path}: {key} has shape {got}, {name} needs {want}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         bad = (missing or unexpected)[0]

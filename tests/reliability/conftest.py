@@ -9,8 +9,7 @@ import json
 import os
 
 import pytest
-
-import effnet
+from reliability_helpers import tiny_model
 
 
 class Figures:
@@ -30,13 +29,6 @@ class Figures:
 @pytest.fixture
 def figures(request):
     return Figures(request.node.nodeid)
-
-
-def tiny_model(num_classes: int = 4):
-    """The smallest real EfficientNet: fast to save, load and hash."""
-    return effnet.create_model(
-        "efficientnet_b0", num_classes=num_classes, width_mult=0.25, depth_mult=0.25, image_size=32
-    )
 
 
 @pytest.fixture
