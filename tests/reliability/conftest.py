@@ -9,7 +9,14 @@ import json
 import os
 
 import pytest
-from reliability_helpers import tiny_model
+
+pytest.register_assert_rewrite("reliability_helpers")
+from reliability_helpers import (  # noqa: E402 (after the rewrite hook, for assert messages)
+    PROGRESSIVE_RUN,
+    TINY_RUN,
+    tiny_model,
+    train_in_child,
+)
 
 
 class Figures:
@@ -34,3 +41,14 @@ def figures(request):
 @pytest.fixture
 def tiny():
     return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def reference_runs(tmp_path_factory):
+    """One uninterrupted run per config, shared by every crash test."""
+    refs = {}
+    for name, config in (("tiny", TINY_RUN), ("progressive", PROGRESSIVE_RUN)):
+        out = tmp_path_factory.mktemp(f"ref-{name}") / "run"
+        assert train_in_child({**config, "out": str(out)}) == 0
+        refs[name] = out
+    return refs

@@ -70,10 +70,16 @@ def _child(fault, config, resume):
         T.train(**config)
 
 
-def train_in_child(config: dict, *, fault: str | None = None, resume=None, timeout=600) -> int:
-    """Run a training (or ``resume`` of one) in a child process; return its exit code."""
+def start_training(config: dict, *, fault: str | None = None, resume=None):
+    """Start a training (or ``resume`` of one) in a child process; return the Process."""
     p = _context().Process(target=_child, args=(fault, config, str(resume) if resume else None))
     p.start()
+    return p
+
+
+def train_in_child(config: dict, *, fault: str | None = None, resume=None, timeout=600) -> int:
+    """Run a training (or ``resume`` of one) in a child process; return its exit code."""
+    p = start_training(config, fault=fault, resume=resume)
     p.join(timeout)
     if p.exitcode is None:
         p.kill()
@@ -116,3 +122,54 @@ def run_metrics(run_dir) -> list[dict]:
         if line.strip()
     ]
     return [{k: v for k, v in r.items() if not any(t in k for t in _VOLATILE)} for r in rows]
+
+
+def assert_same_run(ref, run):
+    """Per-epoch metrics and final weights of ``run`` equal those of ``ref`` (to float noise)."""
+    import math
+    from pathlib import Path
+
+    from effnet.weights.serialize import read_model_file
+
+    ref, run = Path(ref), Path(run)
+    got, want = run_metrics(run), run_metrics(ref)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for k in w:
+            if isinstance(w[k], float):
+                assert math.isclose(g[k], w[k], rel_tol=1e-6, abs_tol=1e-9), (k, g, w)
+            else:
+                assert g[k] == w[k], (k, g, w)
+    a, _ = read_model_file(run / "model_last.safetensors")
+    b, _ = read_model_file(ref / "model_last.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    assert worst <= 1e-6, f"final weights differ by {worst}"
+
+
+def cli_train_argv(config: dict) -> list[str]:
+    """``effnet train`` arguments giving the same resolved config as ``train(**config)``."""
+    import json
+
+    argv = ["train"]
+    for key, value in config.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        argv += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML, which --set parses
+    return argv
+
+
+def effnet_cli(argv, **popen):
+    """Start ``python -m effnet ARGV`` on this checkout's effnet (not an installed one)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop("EFFNET_FAULT", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "effnet", *argv], env=env, cwd=root, text=True, **popen
+    )

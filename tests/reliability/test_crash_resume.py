@@ -6,50 +6,18 @@ every file the run had written is still loadable, resumes it with ``--resume`` a
 per-epoch metrics and the final weights with one uninterrupted run of the same config and seed.
 """
 
-import math
-
 import pytest
 import torch
 from reliability_helpers import (
     PROGRESSIVE_RUN,
     TINY_RUN,
-    run_metrics,
+    assert_same_run,
     train_in_child,
     unreadable_run_files,
 )
 
-from effnet.weights.serialize import read_model_file
-
 pytestmark = pytest.mark.slow
 SIGKILL_EXIT = -9  # multiprocessing's exit code for a child killed by signal 9
-
-
-@pytest.fixture(scope="session")
-def reference_runs(tmp_path_factory):
-    """One uninterrupted run per config, shared by every crash test."""
-    refs = {}
-    for name, config in (("tiny", TINY_RUN), ("progressive", PROGRESSIVE_RUN)):
-        out = tmp_path_factory.mktemp(f"ref-{name}") / "run"
-        assert train_in_child({**config, "out": str(out)}) == 0
-        refs[name] = out
-    return refs
-
-
-def _assert_same_run(ref, run):
-    got, want = run_metrics(run), run_metrics(ref)
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys()
-        for k in w:
-            if isinstance(w[k], float):
-                assert math.isclose(g[k], w[k], rel_tol=1e-6, abs_tol=1e-9), (k, g, w)
-            else:
-                assert g[k] == w[k], (k, g, w)
-    a, _ = read_model_file(run / "model_last.safetensors")
-    b, _ = read_model_file(ref / "model_last.safetensors")
-    assert a.keys() == b.keys()
-    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-    assert worst <= 1e-6, f"final weights differ by {worst}"
 
 
 # (fault point, n-th hit, config); hits are counted from the start of the killed process.
@@ -86,7 +54,7 @@ def test_sigkill_then_resume_matches_uninterrupted(
         assert train_in_child({}, resume=run) == 0
     else:  # killed before the first checkpoint: nothing to resume, start again
         assert train_in_child({**base, "out": str(run)}) == 0
-    _assert_same_run(reference_runs[config], run)
+    assert_same_run(reference_runs[config], run)
     figures("crash_point", f"SIGKILL at {point}:{hit} ({config})")
     figures("fault", f"SIGKILL at {point}")
 
@@ -98,7 +66,7 @@ def test_kill_during_resume_then_resume_again(tmp_path, reference_runs, figures)
     assert not unreadable_run_files(run)
     assert train_in_child({}, resume=run, fault="optimizer_step:6") == SIGKILL_EXIT
     assert train_in_child({}, resume=run) == 0
-    _assert_same_run(reference_runs["tiny"], run)
+    assert_same_run(reference_runs["tiny"], run)
     figures("crash_point", "SIGKILL at after_resume:1, then optimizer_step (tiny)")
     figures("fault", "SIGKILL at after_resume")
 
