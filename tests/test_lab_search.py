@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -94,16 +95,26 @@ def _search_cmd(out, *extra):
 
 
 @pytest.mark.slow
-def test_killed_search_resumes_without_redoing_trials(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_search_resumes_without_redoing_trials(tmp_path, sig):
     cmd = _search_cmd(tmp_path, "--max-candidates", "3")
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
-    first = []
-    while time.time() < deadline and not first:
+    first, running = [], []
+    # Signal while a second trial trains (not in the instant between two trials).
+    while time.time() < deadline and not (first and running):
         first = list(tmp_path.glob("trials/*/*/summary.json"))
-        time.sleep(0.5)
-    proc.kill()
-    proc.wait()
+        running = [
+            p
+            for p in tmp_path.glob("trials/*/*/config.json")
+            if not (p.parent / "summary.json").exists()
+        ]
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out = proc.communicate()[0].decode()
+    if sig == signal.SIGINT:  # Ctrl-C: one clear line, the running trial saved its checkpoint
+        assert proc.returncode == 130, out[-2000:]
+        assert "SIGINT received; finished trials are kept" in out
     assert first, "no trial finished before the deadline"
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.glob("trials/*/*/summary.json")}
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)

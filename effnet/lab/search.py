@@ -164,18 +164,22 @@ def run_worker(
         return float(res["best_top1"])
 
     def status() -> tuple[bool, bool]:
-        """(all points complete, some point neither complete, running nor queued)."""
+        """(all points complete, work left for this process); queues points whose every trial
+        failed (e.g. a search interrupted by Ctrl-C): the grid sampler counts them as done."""
         seen: dict[str, set] = {}
         for t in study.get_trials(deepcopy=False):
             k = t.params.get(PARAM) or t.user_attrs.get(PARAM)
             if k is None and t.state == TrialState.WAITING:
                 k = (t.system_attrs.get("fixed_params") or {}).get(PARAM)
             seen.setdefault(k, set()).add(t.state)
-        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        live = {TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING}
+        for k in by_key:
+            if seen.get(k) and not seen[k] & live:
+                study.enqueue_trial({PARAM: k})
+                seen[k].add(TrialState.WAITING)
         complete = all(TrialState.COMPLETE in seen.get(k, ()) for k in by_key)
-        pending = any(not seen.get(k, set()) & set(live) for k in by_key)
-        queued = any(TrialState.WAITING in v for v in seen.values())
-        return complete, pending or queued
+        work = any(not seen.get(k, set()) & live or TrialState.WAITING in seen[k] for k in by_key)
+        return complete, work
 
     while True:
         requeue_dead_trials(study, list(by_key))
@@ -322,4 +326,4 @@ def _run_parallel(base, points, out, storage, overrides, workers) -> None:
         p.join()
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
-        raise RuntimeError(f"{len(bad)} search worker(s) failed (exit codes {bad})")
+        raise ValueError(f"{len(bad)} search worker(s) failed (exit codes {bad}); see above")
