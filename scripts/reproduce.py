@@ -2,7 +2,7 @@
 """Regenerate docs/reproduction.md and docs/figures/* from effnet's own commands.
 
     python scripts/reproduce.py            # full run (~25 min on 2 CPU cores)
-    python scripts/reproduce.py --quick    # 1 seed, 1 epoch: checks the pipeline in ~3 min
+    python scripts/reproduce.py --quick    # 1 seed, 1 epoch, into runs/reproduce/quick/
 
 Training runs are cached under runs/reproduce/ (keyed by their settings), so a second run only
 re-renders the report.
@@ -255,9 +255,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, 1 epoch (pipeline check)")
     args = ap.parse_args()
+    global DOC, FIG
+    if args.quick:  # a pipeline check must not overwrite the published report
+        DOC = ROOT / "runs" / "reproduce" / "quick" / "reproduction.md"
+        FIG = DOC.parent / "figures"
     t0 = time.time()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     work = ROOT / "runs" / "reproduce"
+    FIG.mkdir(parents=True, exist_ok=True)
     t3, ok = table3()
     cams = run_cams(work, log)
     res = run_sweep(args.quick, log)
@@ -291,8 +296,9 @@ def main() -> int:
         bs=SWEEP_TRAIN["batch_size"],
         px=SWEEP_TRAIN["image_size"],
     )
+    DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
-    log(f"wrote {DOC.relative_to(ROOT)} and docs/figures/ in {minutes:.1f} min")
+    log(f"wrote {DOC.relative_to(ROOT)} and {FIG.relative_to(ROOT)}/ in {minutes:.1f} min")
     return 0
 
 
@@ -336,6 +342,9 @@ Command, one row: `effnet scale mobilenetv1 --depth 1.4 --width 1.2 --resolution
   ResNet truncate. Resolution r: 224 x r rounded to a multiple of 8 (1.3 -> 288, not 291), so
   every stride-2 layer halves the map exactly; at 291 or 292 px the MobileNetV1 compound model
   costs 2.44B (+6.3%) because odd maps round up at each stride.
+
+The paper's compound rows for MobileNetV2 (1.3B) and ResNet-50 (16.7B) state no (d, w, r), so
+they cannot be recomputed; `effnet scale mobilenetv2 --phi ...` gives the cost of any choice.
 
 Disagreements, reported rather than fitted:
 
