@@ -143,6 +143,7 @@ def test_cli_gradcam_layer(models_and_images, tmp_path, capsys):
         (["missing.png"], "no such image file"),
         ([], "no image given"),
         (["chelsea.png", "--target", "tabby"], "unknown target class"),
+        (["efficientnet_b0", "chelsea.png"], "random weights"),
     ],
 )
 def test_cli_bad_input_one_line(models_and_images, tmp_path, extra, msg, capsys):
