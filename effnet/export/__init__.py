@@ -66,6 +66,11 @@ def export(
             from effnet.export.pt2 import export_pt2
 
             return export_pt2(model, output, image_size, verify=verify)
+        if image_size is not None:
+            raise ValueError(
+                f"image_size applies to graph formats, not safetensors (got {image_size}); "
+                "the weights run at any resolution"
+            )
         return _export_safetensors(model, output, verify=verify)
     except (PermissionError, FileNotFoundError, IsADirectoryError):
         raise
