@@ -1,0 +1,96 @@
+"""What a run leaves behind besides checkpoints: metrics (JSONL + CSV), curves PNG, summary.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from effnet.weights.serialize import atomic_write
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+CURVES_PNG = "curves.png"
+SUMMARY = "summary.json"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    """Rewrite the metric files from the full history (so a resumed run never duplicates rows)."""
+    lines = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write(run_dir / METRICS_JSONL, lambda tmp: Path(tmp).write_text(lines))
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
+
+    atomic_write(run_dir / METRICS_CSV, write_csv)
+
+
+def plot_curves(run_dir: Path, history: list[dict]) -> Path | None:
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["train_loss"] for r in history], label="train loss")
+    a.plot(ep, [r["val_loss"] for r in history], label="val loss")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(ep, [r["val_top1"] for r in history], label="val top-1")
+    if "val_top1_ema" in history[0]:
+        b.plot(ep, [r["val_top1_ema"] for r in history], label="val top-1 (EMA)")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy (%)")
+    b.legend()
+    fig.tight_layout()
+    out = run_dir / CURVES_PNG
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+    return out
+
+
+class Progress:
+    """A one-line progress bar on a terminal, nothing otherwise (epoch lines are logged anyway)."""
+
+    def __init__(self, total: int, label: str, enabled: bool) -> None:
+        self.total, self.label, self.enabled = total, label, enabled
+        self.n, self.t0, self._last = 0, time.perf_counter(), 0.0
+
+    def update(self, **values: float) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.2 and self.n < self.total:
+            return
+        self._last = now
+        width = 24
+        done = int(width * self.n / max(1, self.total))
+        extra = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total}  {extra}"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
