@@ -287,3 +287,44 @@ def test_python_dash_m_errors_are_one_line(tmp_path, argv):
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"effnet {argv[0]}: error: ")
+
+
+@pytest.mark.slow
+def test_trained_run_exports_and_predicts_with_its_class_names(capsys, tmp_path):
+    """train -> export -> predict: the run folder's class names and preprocessing travel along."""
+    from sklearn.datasets import load_digits
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    train = [
+        *("--data", "digits", "--epochs", "1", "--warmup-epochs", "0"),
+        *("--max-train-samples", "64", "--image-size", "32", "--batch-size", "32"),
+        *("--out", str(run_dir), "--progress", "none"),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "effnet", "train", *train],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    digits = load_digits()
+    images = tmp_path / "digits"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray((digits.images[i] * 15).astype(np.uint8)).save(images / f"d{i}.png")
+    onnx_path = tmp_path / "run.onnx"
+    code, out, err = run(capsys, "export", run_dir, "-f", "onnx", "-o", onnx_path)
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", run_dir, images, "--json", "--topk", "3")
+    assert code == 0, err
+    from_run = json.loads(out)
+    code, out, err = run(capsys, "predict", onnx_path, images, "--json", "--topk", "3")
+    assert code == 0, err
+    from_onnx = json.loads(out)
+    assert len(from_run) == 4
+    for a, b in zip(from_run, from_onnx, strict=True):
+        assert {t["label"] for t in a["top"]} <= {str(d) for d in range(10)}
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+        assert np.allclose([t["prob"] for t in a["top"]], [t["prob"] for t in b["top"]], atol=1e-5)
