@@ -196,6 +196,18 @@ def test_unwritable_output_is_a_one_line_error(tmp_path):
         export_model(_model("efficientnet_lite0"), "onnx", tmp_path)
 
 
+class _Untraceable(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("unsupported operator\nwith a long explanation")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_exporter_failures_are_one_line(tmp_path, fmt):
+    with pytest.raises(ValueError, match=r"failed: unsupported operator$"):
+        export(_Untraceable(), fmt, tmp_path / "m.out", image_size=32)
+    assert os.listdir(tmp_path) == []
+
+
 def test_onnx_input_checks(tmp_path):
     path = export_model(_model("efficientnet_lite0"), "onnx", tmp_path / "m.onnx", image_size=SIZE)
     session = load_onnx(path)

@@ -106,5 +106,16 @@ def compare(
     return diffs
 
 
+@contextlib.contextmanager
+def one_line_errors(what: str) -> Iterator[None]:
+    """Exporters fail with assorted exception types and pages of text: make that one line."""
+    try:
+        yield
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{what} failed: {first_line(e)}") from None
+
+
 def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from effnet.export.common import (
     first_line,
     input_spec,
     metadata,
+    one_line_errors,
 )
 
 DEFAULT_OPSET = 17
@@ -50,8 +52,6 @@ def export_onnx(
     ``data_config`` and ``class_names`` as separate JSON entries for other tools. With
     ``dynamic_size`` the graph also takes other heights and widths (verified at size + 32).
     """
-    import time
-
     from effnet.weights.serialize import atomic_write
 
     if not isinstance(opset, int) or not 9 <= opset <= 20:
@@ -100,7 +100,7 @@ def _export(
 ) -> None:
     x = example_input(1, in_chans, size)
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_line_errors(f"ONNX export (opset {opset})"):
         # The exporter warns about its own deprecation and traced shape arithmetic (fixed H, W).
         warnings.simplefilter("ignore")
         torch.onnx.export(
