@@ -173,3 +173,71 @@ def effnet_cli(argv, **popen):
     return subprocess.Popen(
         [sys.executable, "-m", "effnet", *argv], env=env, cwd=root, text=True, **popen
     )
+
+
+def _poison(kind: str, step: int) -> None:
+    """Make training step ``step`` (1-based, counted over the run) see a NaN/inf."""
+    import torch
+
+    from effnet.training import builders, trainer
+
+    calls = [0]
+    if kind in ("nan_loss", "inf_loss"):
+        real = builders.criterion_for
+        bad = float("nan") if kind == "nan_loss" else float("inf")
+
+        def criterion_for(cfg):
+            crit = real(cfg)
+
+            def poisoned(logits, targets):
+                loss = crit(logits, targets)
+                calls[0] += 1
+                return loss * bad if calls[0] == step else loss
+
+            return poisoned
+
+        builders.criterion_for = criterion_for
+    else:  # nan_input: one pixel of one image
+        real_loader = trainer.train_loader
+
+        class Poisoned:
+            def __init__(self, loader):
+                self.loader = loader
+
+            def __len__(self):
+                return len(self.loader)
+
+            def __iter__(self):
+                for images, targets, skipped in self.loader:
+                    calls[0] += 1
+                    if calls[0] == step and images is not None:
+                        images = images.clone()
+                        images[0, 0, 0, 0] = torch.nan
+                    yield images, targets, skipped
+
+        trainer.train_loader = lambda *a, **k: Poisoned(real_loader(*a, **k))
+
+
+def _poisoned_child(config, kind, step, message_file):
+    import sys
+
+    import torch
+
+    import effnet.training as T
+
+    torch.set_num_threads(1)
+    _poison(kind, step)
+    try:
+        T.train(**config)
+    except ValueError as e:
+        with open(message_file, "w") as f:
+            f.write(str(e))
+        sys.exit(3)
+
+
+def train_poisoned(config: dict, kind: str, step: int, message_file) -> int:
+    """Train in a child where step ``step`` gets a non-finite value; exit 3 if it stopped."""
+    p = _context().Process(target=_poisoned_child, args=(config, kind, step, str(message_file)))
+    p.start()
+    p.join(600)
+    return p.exitcode
