@@ -53,8 +53,10 @@ def _context():
     return _ctx
 
 
-def _child(fault, config, resume):
+def _child(fault, config, resume, report=None):
+    import json
     import os
+    import resource
 
     import torch
 
@@ -64,22 +66,28 @@ def _child(fault, config, resume):
     if fault:
         os.environ["EFFNET_FAULT"] = fault
     torch.set_num_threads(1)
-    if resume:
-        T.train(resume=resume)
-    else:
-        T.train(**config)
+    summary = T.train(resume=resume) if resume else T.train(**config)
+    if report:  # peak memory of this process (Linux reports kB)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open(report, "w") as f:
+            json.dump({"peak_rss_mb": peak_mb, "summary": summary}, f)
 
 
-def start_training(config: dict, *, fault: str | None = None, resume=None):
-    """Start a training (or ``resume`` of one) in a child process; return the Process."""
-    p = _context().Process(target=_child, args=(fault, config, str(resume) if resume else None))
+def start_training(config: dict, *, fault: str | None = None, resume=None, report=None):
+    """Start a training (or ``resume`` of one) in a child process; return the Process.
+
+    ``report``: a file that gets the child's peak RSS and the run summary as JSON."""
+    resume = str(resume) if resume else None
+    p = _context().Process(target=_child, args=(fault, config, resume, report and str(report)))
     p.start()
     return p
 
 
-def train_in_child(config: dict, *, fault: str | None = None, resume=None, timeout=600) -> int:
+def train_in_child(
+    config: dict, *, fault: str | None = None, resume=None, report=None, timeout=600
+) -> int:
     """Run a training (or ``resume`` of one) in a child process; return its exit code."""
-    p = start_training(config, fault=fault, resume=resume)
+    p = start_training(config, fault=fault, resume=resume, report=report)
     p.join(timeout)
     if p.exitcode is None:
         p.kill()
