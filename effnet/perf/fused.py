@@ -117,8 +117,8 @@ def bn_silu_eligible(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
         # Under torch.compile the plain ops fuse and recompute on their own.
         and not torch.compiler.is_compiling()
         and x.dim() == 4
-        # Under autocast the conv output is bf16/fp16 while BN keeps fp32 parameters; the
-        # ATen BN backward used here needs one dtype, so mixed precision takes the plain path.
+        # Under autocast x is bf16/fp16 while BN keeps fp32 weights; the ATen backward needs one
+        # dtype, so mixed precision takes the plain ops (found by tests/reliability autocast).
         and x.dtype == bn.weight.dtype
     )
 

@@ -27,7 +27,7 @@ from effnet.training.lock import RunLock
 from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, evaluate, train_one_epoch
 from effnet.training.optim import EMA, build_optimizer
 from effnet.training.schedule import lr_at, stage_for_epoch
-from effnet.weights.serialize import save_model
+from effnet.weights.serialize import remove_stale_temps, save_model
 
 log = logging.getLogger("effnet.train")
 # Options a resumed run may change; everything else comes from the run's own config.
@@ -124,6 +124,8 @@ def run(
     device = D.device_for(cfg.device, dist)
     D.setup(device)
     lock = RunLock(run_dir).acquire() if dist.is_main else None
+    if lock:  # a killed run may have left a half-written temp file; the lock makes removal safe
+        remove_stale_temps(run_dir)
     try:
         with _Signals() as signals:
             return _train(cfg, run_dir, ckpt, dist, device, signals)
