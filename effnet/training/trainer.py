@@ -122,11 +122,24 @@ def run(
         cfg, run_dir, ckpt = prepare(cfg, None)
     dist = D.env_info()
     device = D.device_for(cfg.device, dist)
+    # Data problems (missing folder, empty class, one class) surface before the run folder exists.
+    data = load_data(
+        cfg.data,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        strict=cfg.strict,
+        max_train_samples=cfg.max_train_samples,
+        max_val_samples=cfg.max_val_samples,
+    )
     D.setup(device)
     lock = RunLock(run_dir).acquire() if dist.is_main else None
+    if lock:
+        # Temp files of writes a crash interrupted (never renamed, so never half-read).
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     try:
         with _Signals() as signals:
-            return _train(cfg, run_dir, ckpt, dist, device, signals)
+            return _train(cfg, run_dir, ckpt, dist, device, signals, data)
     finally:
         if lock:
             lock.release()
@@ -138,18 +151,10 @@ def _say(dist: D.DistInfo, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _train(cfg, run_dir, ckpt, dist, device, signals) -> dict:
+def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_epoch(cfg.seed, -1, 0)  # model init is identical on every process
-    data = load_data(
-        cfg.data,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        strict=cfg.strict,
-        max_train_samples=cfg.max_train_samples,
-        max_val_samples=cfg.max_val_samples,
-    )
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {dist.world} processes")
     per_rank = cfg.batch_size // dist.world
