@@ -1,7 +1,5 @@
 """Training configuration: YAML + overrides, and a clear error for every invalid option."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -79,19 +77,14 @@ def test_bad_yaml(tmp_path):
         resolve_config(tmp_path / "nope.yaml")
 
 
-def _cli(*args, cwd=None):
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    import os
+def _cli(args, capsys):
+    from effnet.cli import main
 
-    env = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-m", "effnet", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse usage errors
+        rc = e.code
+    return rc, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -107,9 +100,10 @@ def _cli(*args, cwd=None):
         (["--set", "bogus=1"], "unknown training option 'bogus'"),
     ],
 )
-def test_cli_bad_flags_are_one_line_errors(args, needle, tmp_path):
-    r = _cli("train", *args, cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+def test_cli_bad_flags_are_one_line_errors(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _cli(["train", *args], capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "runs").exists()
