@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.perf.fused import MemoryEfficientSiLU, bn_silu, bn_silu_eligible, fast_ops
+
+# Every activation here follows a conv or BN whose output nothing else reads, so the ReLUs may
+# work in place (their backward needs only the result); SiLU is the memory-lean variant.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
+    "silu": MemoryEfficientSiLU,
+    "swish": MemoryEfficientSiLU,
+    "relu": partial(nn.ReLU, inplace=True),
+    "relu6": partial(nn.ReLU6, inplace=True),
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
     "hardswish": nn.Hardswish,
@@ -38,7 +43,9 @@ class Conv2dSame(nn.Conv2d):
     the input size); the rest use the equivalent static padding.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv_forward(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         ih, iw = x.shape[-2], x.shape[-1]
         kh, kw = self.kernel_size
         sh, sw = self.stride
@@ -46,7 +53,7 @@ class Conv2dSame(nn.Conv2d):
         pw = max((iw + sw - 1) // sw * sw - sw + kw - iw, 0)
         if ph > 0 or pw > 0:
             x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 def make_conv(
@@ -66,7 +73,12 @@ def make_conv(
 
 
 class ConvBNAct(nn.Sequential):
-    """conv -> BatchNorm -> activation (``act=None`` leaves the output linear)."""
+    """conv -> BatchNorm -> activation (``act=None`` leaves the output linear).
+
+    Two fast paths give the same values as the three modules in a row: in eval mode without
+    autograd the BN is folded into the conv weights (cached until a weight or statistic changes);
+    in training, BN + SiLU run as one memory-lean autograd Function (``effnet.perf.fused``).
+    """
 
     def __init__(
         self,
@@ -84,6 +96,61 @@ class ConvBNAct(nn.Sequential):
         self.conv = make_conv(in_ch, out_ch, kernel, stride, groups, padding=padding)
         self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum)
         self.act = make_act(act) if act else nn.Identity()
+        self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.bn, nn.BatchNorm2d):  # already folded (optimize_for_inference)
+            return self.act(self.conv(x))
+        if not self.training and not torch.is_grad_enabled() and fast_ops() and not self._hooked():
+            weight, bias = self.folded_weights()
+            return self.act(self.conv._conv_forward(x, weight, bias))
+        x = self.conv(x)
+        if isinstance(self.act, MemoryEfficientSiLU) and bn_silu_eligible(self.bn, x):
+            return bn_silu(x, self.bn)
+        return self.act(self.bn(x))
+
+    def _hooked(self) -> bool:
+        """Hooks on the conv or BN (MAC counters, feature taps) must see those modules run."""
+        from torch.nn.modules import module as m
+
+        if m._global_forward_hooks or m._global_forward_pre_hooks:
+            return True
+        return any(
+            mod._forward_hooks or mod._forward_pre_hooks for mod in (self.conv, self.bn, self.act)
+        )
+
+    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conv's weight and bias with the eval-mode BN folded in (see ``fold_bn``)."""
+        conv, bn = self.conv, self.bn
+        tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        # In-place updates (load_state_dict, optimizer steps) bump _version; .to() swaps storage.
+        key = (
+            *(
+                (t.data_ptr(), t._version, t.device, t.dtype) if t is not None else None
+                for t in tensors
+            ),
+            bn.eps,
+        )
+        if self._folded is None or self._folded[0] != key:
+            with torch.no_grad():
+                self._folded = (key, *fold_bn(conv, bn))
+        return self._folded[1], self._folded[2]
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of one conv equal to ``bn(conv(x))`` with BN in eval mode."""
+    if bn.running_var is None or bn.running_mean is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    bias = -bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    return weight, bias
 
 
 class SqueezeExcite(nn.Module):

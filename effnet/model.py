@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from effnet.blocks import BLOCKS
 from effnet.layers import ConvBNAct
+from effnet.perf.fused import exporting, fast_ops
 from effnet.scaling import ModelPlan
 
 
@@ -42,6 +45,8 @@ class EfficientNet(nn.Module):
         self.in_chans = in_chans
         self.num_features = plan.head_ch
         self.grad_checkpointing = False
+        # None: channels_last where it is faster (CPU, whose oneDNN kernels prefer NHWC).
+        self.channels_last: bool | None = None
         bn = {"bn_eps": plan.bn_eps, "bn_momentum": plan.bn_momentum}
         self.stem = ConvBNAct(in_chans, plan.stem_ch, 3, 2, act=plan.act, padding=padding, **bn)
         self.stages = nn.Sequential(
@@ -64,11 +69,16 @@ class EfficientNet(nn.Module):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if _wants_channels_last(self.channels_last, x):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         if self.grad_checkpointing and torch.is_grad_enabled():
             for stage in self.stages:
-                # Non-reentrant checkpointing restores the RNG state, so drop-path masks match.
-                x = checkpoint(stage, x, use_reentrant=False)
+                # Non-reentrant checkpointing restores the RNG state, so drop-path masks match;
+                # the recompute must not count the batch twice in the BN running statistics.
+                x = checkpoint(
+                    stage, x, use_reentrant=False, context_fn=partial(_recompute_ctx, stage)
+                )
         else:
             x = self.stages(x)
         return self.head(x)
@@ -106,6 +116,36 @@ class EfficientNet(nn.Module):
         self.grad_checkpointing = enable
 
 
+def _wants_channels_last(setting: bool | None, x: torch.Tensor) -> bool:
+    if x.dim() != 4 or exporting():
+        return False
+    if setting is None:
+        return x.device.type == "cpu" and fast_ops()
+    return setting
+
+
+@contextmanager
+def _keep_bn_stats(module: nn.Module):
+    """Restore BN running statistics after a checkpoint recompute (they were updated once)."""
+    saved = [
+        (b, b.clone())
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if b is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def _recompute_ctx(module: nn.Module):
+    return nullcontext(), _keep_bn_stats(module)
+
+
 def _feature_info(plan: ModelPlan) -> list[dict[str, Any]]:
     """One tap per reduction (the last stage at each stride), then the head conv."""
     info: list[dict[str, Any]] = []
@@ -141,6 +181,7 @@ class EfficientNetFeatures(nn.Module):
         self.out_indices = tuple(sorted(set(idx)))
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
         self.plan = model.plan
+        self.channels_last = model.channels_last
         self.pretrained_cfg = model.pretrained_cfg
         self.stem = model.stem
         taps = [info["module"] for info in self.feature_info]
@@ -159,6 +200,8 @@ class EfficientNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
+        if _wants_channels_last(self.channels_last, x):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for i in range(self._n_stages):
             x = self.stages[i](x)

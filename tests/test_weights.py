@@ -135,7 +135,8 @@ def test_features_only_with_pretrained(b0_file):
     with torch.no_grad():
         last = feats.eval()(x)[-1]
         want = ref.eval().stages(ref.stem(x))
-    assert torch.equal(last, want)
+    # The features model runs channels-last on CPU like the full model: same values, other layout.
+    torch.testing.assert_close(last, want, rtol=1e-5, atol=1e-5)
 
 
 def test_detect_format_and_unknown_format():

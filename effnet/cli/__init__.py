@@ -75,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except BrokenPipeError:
+        return 0
+    # OSError: a full disk or failed write (effnet's WriteError says the previous file is intact).
+    except (CLIError, ValueError, OSError) as e:
         if debug:
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"effnet {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from effnet.training.faults import fault_point
+from effnet.weights.integrity import seal_checkpoint
 from effnet.weights.loading import torch_load
 from effnet.weights.serialize import _unwrap, atomic_write, model_metadata
 
@@ -59,6 +60,7 @@ def save_checkpoint(path: str | Path, *, model, optimizer, ema, scaler, extra: d
         "data_config": meta["data_config"],
         **extra,
     }
+    state = seal_checkpoint(state)  # checked by torch_load: a corrupt checkpoint is refused
 
     def write(tmp: str) -> None:
         torch.save(state, tmp)

@@ -2,6 +2,7 @@
 
 Named points: data, forward, backward, optimizer_step, eval, checkpoint_write, stage_boundary,
 epoch_end, ema_update, after_resume. When the variable is unset the cost is one dict lookup.
+``EFFNET_FAULT_RANK=r`` limits the fault to the process of that torchrun rank (one rank dies).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def fault_point(name: str) -> None:
         return
     target = _target()
     if target is None or target[0] != name:
+        return
+    rank = os.environ.get("EFFNET_FAULT_RANK")
+    if rank is not None and rank != os.environ.get("RANK", "0"):
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == target[1]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from effnet.weights.integrity import verify_checkpoint, verify_tensors
+
 METADATA_KEY = "effnet"
 # Keys under which training scripts (timm, torchvision references, Lightning, effnet) nest weights.
 _NESTED = ("state_dict", "model", "model_state_dict", "net", "module")
@@ -36,15 +38,17 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+    verify_tensors(tensors, header, METADATA_KEY, str(path))
     return tensors, header
 
 
 def torch_load(path: Path) -> Any:
     """``torch.load`` restricted to tensors and plain containers (``weights_only=True``)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling refused, truncated zip, empty file, ...
         raise ValueError(f"{path}: not a loadable checkpoint ({_load_error(e)})") from None
+    return verify_checkpoint(ckpt, str(path))
 
 
 def _load_error(e: BaseException) -> str:

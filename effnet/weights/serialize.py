@@ -8,8 +8,10 @@ names. Nothing in it is executable. Training checkpoints (``.pt``) are read with
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.weights.integrity import SAFETENSORS_KEY, safetensors_digest, seal_checkpoint
 from effnet.weights.loading import METADATA_KEY, read_safetensors, torch_load
 
-FORMAT_VERSION = 1
+# 2: the header carries a checksum (effnet.weights.integrity), required from then on.
+FORMAT_VERSION = 2
 # Files a run folder may hold, in the order load_model prefers them.
 RUN_FILES = ("model_best.safetensors", "model_last.safetensors", "checkpoint_last.pt")
 
@@ -49,10 +53,34 @@ def model_metadata(model: nn.Module, **extra: Any) -> dict[str, Any]:
     return meta
 
 
+class WriteError(OSError):
+    """Writing a file failed (disk full, I/O error, ...); the previous version is untouched."""
+
+
+def _write_error(path: Path, e: BaseException, existed: bool) -> WriteError | None:
+    """Map an I/O failure of a writer (OSError, or a wrapped one from safetensors) to one line."""
+    if isinstance(e, OSError):
+        code, reason = e.errno, e.strerror or str(e)
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(e))
+        if not found:
+            return None
+        code = int(found[1])
+        reason = os.strerror(code)
+    hint = " (disk full: free some space and retry)" if code in (errno.ENOSPC, errno.EDQUOT) else ""
+    kept = f"the previous {path.name} is unchanged" if existed else f"no {path.name} was written"
+    return WriteError(code, f"{path}: write failed: {reason}{hint}; {kept}")
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp)``, fsync, rename over ``path``: readers never see half a file."""
+    """Call ``write(tmp)``, fsync, rename over ``path``: readers never see half a file.
+
+    A failure at any step removes the temporary file and leaves ``path`` as it was; I/O errors
+    (ENOSPC, EIO, ...) become a one-line ``WriteError`` saying so.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -71,10 +99,19 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
                 os.close(dfd)
         except OSError:
             pass
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        mapped = _write_error(path, e, existed) if isinstance(e, Exception) else None
+        if mapped is not None:
+            raise mapped from e
         raise
     return path
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a training checkpoint atomically, sealed with a checksum checked on every load."""
+    sealed = seal_checkpoint(ckpt)
+    return atomic_write(path, lambda tmp: torch.save(sealed, tmp))
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
@@ -85,7 +122,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
     state = {
         k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()
     }
-    header = {METADATA_KEY: json.dumps(meta)}
+    meta_json = json.dumps(meta)
+    header = {METADATA_KEY: meta_json, SAFETENSORS_KEY: safetensors_digest(state, meta_json)}
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
 
 
@@ -127,6 +165,11 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     args = dict(meta["build_args"])
     name = args.pop("name")
     model = create_model(name, **args)
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if key in expected and tensor.shape != expected[key].shape:
+            got, want = tuple(tensor.shape), tuple(expected[key].shape)
+            raise ValueError(f"{path}: {key} has shape {got}, {name} needs {want}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         bad = (missing or unexpected)[0]

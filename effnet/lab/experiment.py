@@ -1,0 +1,121 @@
+"""One scaled candidate = one training run; shared by ``search`` and ``sweep``.
+
+A candidate is the base training config with its model scaled by (depth, width) and its input
+resized. Each run lives in its own folder: a finished one (``summary.json``) is read back instead
+of retrained and an interrupted one (``checkpoint_last.pt``) is resumed, so re-running a search or
+sweep never redoes finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint_last.pt"
+
+
+@dataclass(frozen=True)
+class Base:
+    """The unscaled experiment: a training config and its model's own width/depth/resolution."""
+
+    config: Any  # effnet.training.TrainConfig
+    width: float
+    depth: float
+    image_size: int
+
+
+def base_config(config: str | None = None, **overrides: Any) -> Base:
+    """Resolve a training config (YAML file or built-in name, default ``digits``) + overrides."""
+    from effnet.registry import get_variant
+    from effnet.training import resolve_config
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    epochs = overrides.get("epochs")
+    if epochs is not None and "warmup_epochs" not in overrides:
+        # Budgets of 1-3 epochs: warm up for at most a quarter of the run (the config's own
+        # warmup may be as long as the whole budget).
+        first = resolve_config(
+            config or "digits", {k: v for k, v in overrides.items() if k != "epochs"}
+        )
+        overrides["warmup_epochs"] = min(first.warmup_epochs, epochs / 4)
+    cfg = resolve_config(config or "digits", overrides)
+    if "bn_momentum" not in (cfg.model_kwargs or {}):
+        # A few hundred steps are too few for TF's 0.99 decay: BN statistics would still be
+        # near their initial values at evaluation, and every candidate would score chance.
+        cfg = resolve_config(
+            config or "digits",
+            {**overrides, "model_kwargs": {**(cfg.model_kwargs or {}), "bn_momentum": 0.1}},
+        )
+    v = get_variant(cfg.model)
+    kw = cfg.model_kwargs or {}
+    return Base(cfg, kw.get("width_mult", v.width), kw.get("depth_mult", v.depth), cfg.image_size)
+
+
+def fingerprint(base: Base) -> str:
+    """A short hash of everything that changes a run's result except the scaling and the seed:
+    runs of different settings never share a folder, so reuse is always safe."""
+    import hashlib
+
+    skip = {"seed", "out", "threads", "progress", "workers", "device"}
+    cfg = {k: v for k, v in base.config.to_dict().items() if k not in skip}
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def scaled_size(base: int, r: float) -> int:
+    """Pixels for resolution multiplier ``r``; nearest integer, since at the 32-64 px of quick
+    experiments a multiple-of-8 rule would merge neighbouring grid points."""
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError(f"resolution multiplier must be a finite number > 0, got {r}")
+    return max(32, round(base * r))
+
+
+def candidate_macs(base: Base, depth: float, width: float, size: int, classes: int) -> dict:
+    from effnet.analysis.info import model_info
+    from effnet.registry import create_model
+
+    kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
+    kw["depth_mult"] = base.depth * depth
+    model = create_model(base.config.model, num_classes=classes, device="meta", **kw)
+    info = model_info(model, size)
+    return {"macs": info["macs"], "params": info["params"]}
+
+
+def train_candidate(
+    base: Base, depth: float, width: float, resolution: float, run_dir: Path, **overrides: Any
+) -> dict[str, Any]:
+    """Train (or read back, or resume) one candidate; returns its summary plus MACs and params."""
+    from effnet.training import train
+
+    run_dir = Path(run_dir)
+    size = scaled_size(base.image_size, resolution)
+    summary_file = run_dir / SUMMARY
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        summary["reused"] = True
+    elif (run_dir / CHECKPOINT).is_file():
+        summary = train(resume=run_dir, progress="none")
+        summary["resumed"] = True
+    else:
+        kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
+        kw["depth_mult"] = base.depth * depth
+        summary = train(
+            base.config,
+            out=str(run_dir),
+            model_kwargs=kw,
+            image_size=size,
+            progress="none",
+            **overrides,
+        )
+    cost = candidate_macs(base, depth, width, size, int(summary.get("classes") or 10))
+    return {
+        **summary,
+        **cost,
+        "image_size": size,
+        "depth": depth,
+        "width": width,
+        "resolution": resolution,
+    }

