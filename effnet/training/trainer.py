@@ -102,6 +102,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None) -> tuple[TrainConfig, P
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
         return cfg, run_dir, ckpt
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    RunLock.check(run_dir)
     if (run_dir / CHECKPOINT).exists():
         raise ValueError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} "
@@ -116,6 +117,7 @@ def run(
     """Train according to ``cfg``, or continue the run in ``resume`` (its own config plus
     ``resume_overrides``, e.g. more epochs); return the summary."""
     if resume is not None:
+        RunLock.check(resume if Path(resume).is_dir() else Path(resume).parent)
         cfg, ckpt = resume_config(resume, resume_overrides)
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     else:
