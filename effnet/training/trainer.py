@@ -191,6 +191,8 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
         _say(dist, f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
         fault_point("after_resume")
     net: nn.Module = model
+    if cfg.sync_bn and dist.enabled and device.type == "cpu":
+        raise ValueError("sync_bn needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
     if cfg.sync_bn and dist.enabled:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     if dist.enabled:
@@ -334,8 +336,8 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
             cfg, model, ema, data, epoch, epoch_state, optimizer, stage, per_rank, dist, device, ctx
         )
         history.append(row)
+        _update_best(row, best, model, ema, run_dir, data_cfg, epoch, dist.is_main)
         if dist.is_main:
-            _update_best(row, best, model, ema, run_dir, data_cfg, epoch)
             R.write_metrics(run_dir, history)
         checkpoint(epoch + 1, 0, EpochState())
         fault_point("epoch_end")
@@ -392,12 +394,14 @@ def _epoch_row(cfg, model, ema, data, epoch, st, optimizer, stage, per_rank, dis
     return row
 
 
-def _update_best(row, best, model, ema, run_dir, data_cfg, epoch) -> None:
+def _update_best(row, best, model, ema, run_dir, data_cfg, epoch, save: bool) -> None:
     use_ema = ema is not None and row["val_top1_ema"] > row["val_top1"]
     top1 = row["val_top1_ema"] if use_ema else row["val_top1"]
     if top1 > best["top1"]:
         top5 = row["val_top5_ema"] if use_ema else row["val_top5"]
         best.update(top1=top1, top5=top5, epoch=epoch + 1, weights="ema" if use_ema else "raw")
+        if not save:
+            return
         src = ema.module if use_ema else model
         src.class_names = model.class_names
         save_model(
