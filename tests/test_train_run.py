@@ -229,3 +229,29 @@ def test_second_process_on_same_run_folder_is_refused(tmp_path):
         )
         assert r.returncode == 3 and f"pid {os.getpid()}" in r.stdout
     RunLock(run).acquire().release()  # released (a dead owner's lock is free too)
+
+
+def test_progressive_run_grows_size_and_regularisation_per_stage(tmp_path, capsys):
+    train(
+        **{
+            **TINY,
+            "out": str(tmp_path / "p"),
+            "epochs": 3,
+            "progressive": True,
+            "stages": 3,
+            "augment": "randaugment",
+            "prog_image_size": [32, 48],
+            "prog_magnitude": [2, 10],
+            "prog_mixup": [0.0, 0.2],
+            "prog_dropout": [0.1, 0.3],
+        }
+    )
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("stage ")]
+    assert len(lines) == 3
+    assert "image size 32, RandAugment magnitude 2.0, mixup 0.0, dropout 0.1" in lines[0]
+    assert "image size 40, RandAugment magnitude 6.0, mixup 0.1, dropout 0.2" in lines[1]
+    assert "image size 48, RandAugment magnitude 10.0, mixup 0.2, dropout 0.3" in lines[2]
+    rows = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["image_size"] for r in rows] == [32, 40, 48]
+    assert [r["stage"] for r in rows] == [1, 2, 3]
