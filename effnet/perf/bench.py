@@ -72,6 +72,7 @@ class Candidate:
     infer: Callable[[torch.Tensor], Any] | None = None
     train_step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None
     note: str = ""
+    probe: str | None = None  # how a fresh process rebuilds it for the memory pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,10 +159,12 @@ def _sgd_step(model: nn.Module, channels_last: bool = False) -> Callable:
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+        # Gradients freed after the step, so none are held between steps: the memory pass
+        # starts from parameters + optimizer state and its peak includes the gradients.
+        opt.zero_grad(set_to_none=True)
 
     return step
 
@@ -238,6 +241,7 @@ def build_candidates(
             infer=_no_grad(model.eval()) if "infer" in modes else None,
             train_step=_sgd_step(_train_copy(model)) if "train" in modes else None,
             note="default eager (BN folded on the fly, channels-last on CPU)",
+            probe="effnet",
         )
     )
     if "infer" in modes:
@@ -246,6 +250,7 @@ def build_candidates(
                 "effnet optimized",
                 infer=_no_grad(optimize_for_inference(model)),
                 note="optimize_for_inference: BN folded, channels-last",
+                probe="effnet optimized",
             )
         )
     if compile_mode:
@@ -297,6 +302,7 @@ def build_candidates(
                 infer=_no_grad(ref.eval()) if "infer" in modes else None,
                 train_step=_sgd_step(_train_copy(ref)) if "train" in modes else None,
                 note=f"{table[name]}, eager, default settings",
+                probe=peer,
             )
         )
     if want_ort and _importable("onnxruntime"):
@@ -327,6 +333,69 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def _probe(kind: str, name: str, size: int, batch: int, mode: str, threads: int) -> float | None:
+    """Peak memory (MiB) of one inference or training step of one candidate, in this process."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if kind in ("effnet", "effnet optimized"):
+        model = effnet.create_model(name)
+        if kind == "effnet optimized":
+            model = optimize_for_inference(model)
+    else:
+        model = (_build_timm if kind == "timm" else _build_torchvision)(name, 1000)
+    x = torch.randn(batch, 3, size, size)
+    if mode == "train":
+        step = _sgd_step(model.train())
+        y = torch.randint(0, 1000, (batch,))
+
+        def work() -> None:
+            step(x, y)
+    else:
+        run = _no_grad(model.eval())
+
+        def work() -> None:
+            run(x)
+
+    cpu = torch.device("cpu")
+    with _exact_rss():
+        work()  # allocate optimizer state, pick kernels
+        with PeakMemory(cpu) as mem:
+            work()
+    return mem.peak_mib
+
+
+def _probe_in_subprocess(
+    kind: str, name: str, size: int, batch: int, mode: str, threads: int, log: Callable
+) -> float | None:
+    import json
+    import subprocess
+    import sys
+
+    root = str(Path(effnet.__file__).resolve().parents[1])  # the same effnet as this process
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
+    code = (
+        "import json, sys; from effnet.perf.bench import _probe; "
+        "print(json.dumps(_probe(*json.loads(sys.argv[1]))))"
+    )
+    args = json.dumps([kind, name, size, batch, mode, threads])
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        log(f"memory probe for {kind} ({mode}) failed: {e}")
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,21 +473,25 @@ def run_benchmark(
                     c.infer(xn)
                 if c.train_step is not None and "train" in modes:
                     c.train_step(xn, y)
-        # Peak memory: one separate pass per candidate (allocations are deterministic), outside
-        # the timed repetitions because returning memory to the OS at once slows allocation.
-        log("memory pass")
-        for c in cands:
-            s = results[c.name]
-            if c.infer is not None and "infer" in modes and "onnxruntime" not in c.name:
-                with _exact_rss(), PeakMemory(dev) as mem:
-                    c.infer(xn)
-                if mem.peak_mib is not None:
-                    s.setdefault("infer_peak_mib", Series()).values.append(mem.peak_mib)
-            if c.train_step is not None and "train" in modes:
-                with _exact_rss(), PeakMemory(dev) as mem:
-                    c.train_step(xn, y)
-                if mem.peak_mib is not None:
-                    s.setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
+        # Peak memory: each candidate once in a fresh process (allocations are deterministic;
+        # in this process the other candidates' allocator and oneDNN caches would blur it).
+        if dev.type == "cpu":
+            log("memory pass (one fresh process per candidate)")
+            for c in cands:
+                for m in modes:
+                    if c.probe is None or (c.infer if m == "infer" else c.train_step) is None:
+                        continue
+                    peak = _probe_in_subprocess(c.probe, name, size, batch_size, m, threads, log)
+                    if peak is not None:
+                        results[c.name].setdefault(f"{m}_peak_mib", Series()).values.append(peak)
+        else:
+            for c in cands:
+                if c.train_step is not None and "train" in modes:
+                    with PeakMemory(dev) as mem:
+                        c.train_step(xn, y)
+                    results[c.name].setdefault("train_peak_mib", Series()).values.append(
+                        mem.peak_mib
+                    )
         for r in range(reps):
             log(f"repetition {r + 1}/{reps}")
             for c in cands:  # interleaved: every candidate once per repetition
