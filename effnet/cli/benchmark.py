@@ -86,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add torch.compile candidates (default mode: max-autotune-no-cudagraphs;"
         " compiling takes minutes on a CPU)",
     )
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the peak-memory pass (it runs each candidate once in a fresh process)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=run)
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         compile_mode=args.compile,
         device=args.device,
+        memory=not args.no_memory,
         log=log,
     )
     print(json.dumps(res, indent=2) if args.json else format_report(res))

@@ -428,6 +428,7 @@ def run_benchmark(
     warmup: int = 2,
     compile_mode: str | None = None,
     device: str = "cpu",
+    memory: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Benchmark ``name`` and its peers; returns a JSON-ready dict (see ``format_report``)."""
@@ -475,7 +476,9 @@ def run_benchmark(
                     c.train_step(xn, y)
         # Peak memory: each candidate once in a fresh process (allocations are deterministic;
         # in this process the other candidates' allocator and oneDNN caches would blur it).
-        if dev.type == "cpu":
+        if not memory:
+            pass
+        elif dev.type == "cpu":
             log("memory pass (one fresh process per candidate)")
             for c in cands:
                 for m in modes:
