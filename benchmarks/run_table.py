@@ -21,6 +21,9 @@ from pathlib import Path
 
 import torch
 
+# Benchmark the checkout this script lives in, not whichever effnet is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from effnet.perf.bench import format_report, machine_info, run_benchmark
 from effnet.perf.loader import loader_throughput
 
