@@ -134,11 +134,11 @@ def test_killed_search_resumes_without_redoing_trials(tmp_path, sig):
 
 @pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
-    cmd = _search_cmd(tmp_path, "--max-candidates", "2", "--workers", "2")
+    cmd = _search_cmd(tmp_path, "--max-candidates", "3", "--workers", "2")
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "search.json").read_text())
-    assert res["finished"] == 2
+    assert res["finished"] == 3
     import optuna
 
     study = optuna.load_study(study_name=res["study"], storage=res["storage"])
@@ -146,3 +146,5 @@ def test_two_workers_share_one_study(tmp_path):
         t.user_attrs["pid"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
     }
     assert len(pids) == 2  # both processes ran a trial
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3  # and no point was trained twice
