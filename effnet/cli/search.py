@@ -82,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             **experiment_kwargs(args),
         )
-    except Interrupted as e:
-        signal_name = str(e).split(" ")[0]
+    except (Interrupted, KeyboardInterrupt) as e:
+        signal_name = str(e).split(" ")[0] if str(e) else "interrupt"
         print(
             f"effnet search: {signal_name} received; finished trials are kept, run the same "
             "command again to continue",
             file=sys.stderr,
         )
-        return e.exit_code
+        return getattr(e, "exit_code", 130)
     print(
         f"{'rank':<6}{'alpha':>7}{'beta':>7}{'gamma':>7}{'a*b^2*g^2':>11}{'px':>5}"
         f"{'MACs (M)':>10}{'top-1 %':>9}"

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -144,13 +145,16 @@ def run_worker(
         trial.set_user_attr("pid", os.getpid())
         k = trial.suggest_categorical(PARAM, list(by_key))
         trial.set_user_attr(PARAM, k)
-        done = [
+        # Another worker finished or runs this point (two workers can queue a failed point at
+        # once): skip it; if both skip, the point is queued again on the next round.
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        same = [
             t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.params.get(PARAM) == k
+            for t in study.get_trials(deepcopy=False, states=states)
+            if t.number != trial.number and (t.params.get(PARAM) or t.user_attrs.get(PARAM)) == k
         ]
-        if done:  # another worker finished this point meanwhile: no duplicate training
-            raise optuna.TrialPruned(f"{k} already finished in trial {done[0].number}")
+        if same:
+            raise optuna.TrialPruned(f"{k} is handled by trial {same[0].number}")
         a, b, g = by_key[k]
         res = train_candidate(
             base, a, b, g, out / "trials" / fingerprint(base) / k, **train_overrides
@@ -297,15 +301,25 @@ def search(
 def _worker_main(base, points, out, storage, overrides, threads) -> None:
     import torch
 
+    from effnet.training.trainer import Interrupted
+
     torch.set_num_threads(threads)
-    run_worker(
-        base,
-        points,
-        out,
-        storage,
-        {**overrides, "threads": threads},
-        log=lambda m: print(m, flush=True),
-    )
+    try:
+        run_worker(
+            base,
+            points,
+            out,
+            storage,
+            {**overrides, "threads": threads},
+            log=lambda m: print(m, flush=True),
+        )
+    except Interrupted as e:  # Ctrl-C reaches every worker: leave quietly, the parent reports
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except ValueError as e:
+        print(f"effnet search worker: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _run_parallel(base, points, out, storage, overrides, workers) -> None:
@@ -325,5 +339,7 @@ def _run_parallel(base, points, out, storage, overrides, workers) -> None:
     for p in procs:
         p.join()
     bad = [p.exitcode for p in procs if p.exitcode]
+    if any(code in (130, 143) for code in bad):  # the workers were told to stop (SIGINT/TERM)
+        raise KeyboardInterrupt
     if bad:
         raise ValueError(f"{len(bad)} search worker(s) failed (exit codes {bad}); see above")
