@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from effnet.cli import CLIError
@@ -187,7 +188,7 @@ def overrides_from(args) -> dict:
     over = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None}
     for key, value in args.set:
         over[key] = value
-    mk = {k: getattr(args, k) for k in ("width_mult", "depth_mult") if getattr(args, k)}
+    mk = {k: getattr(args, k) for k in ("width_mult", "depth_mult") if getattr(args, k) is not None}
     if mk:
         over["model_kwargs"] = {**over.get("model_kwargs", {}), **mk}
     return over
@@ -211,6 +212,8 @@ def main(args) -> int:
     except Interrupted as e:
         print(f"effnet train: {e}", file=sys.stderr)
         return e.exit_code
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for everyone
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

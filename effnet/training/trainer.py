@@ -27,7 +27,7 @@ from effnet.training.lock import RunLock
 from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, evaluate, train_one_epoch
 from effnet.training.optim import EMA, build_optimizer
 from effnet.training.schedule import lr_at, stage_for_epoch
-from effnet.weights.serialize import save_model
+from effnet.weights.serialize import remove_stale_temps, save_model
 
 log = logging.getLogger("effnet.train")
 # Options a resumed run may change; everything else comes from the run's own config.
@@ -102,6 +102,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None) -> tuple[TrainConfig, P
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
         return cfg, run_dir, ckpt
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    RunLock.check(run_dir)
     if (run_dir / CHECKPOINT).exists():
         raise ValueError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} "
@@ -116,17 +117,29 @@ def run(
     """Train according to ``cfg``, or continue the run in ``resume`` (its own config plus
     ``resume_overrides``, e.g. more epochs); return the summary."""
     if resume is not None:
+        RunLock.check(resume if Path(resume).is_dir() else Path(resume).parent)
         cfg, ckpt = resume_config(resume, resume_overrides)
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     else:
         cfg, run_dir, ckpt = prepare(cfg, None)
     dist = D.env_info()
     device = D.device_for(cfg.device, dist)
+    # Data problems (missing folder, empty class, one class) surface before the run folder exists.
+    data = load_data(
+        cfg.data,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        strict=cfg.strict,
+        max_train_samples=cfg.max_train_samples,
+        max_val_samples=cfg.max_val_samples,
+    )
     D.setup(device)
     lock = RunLock(run_dir).acquire() if dist.is_main else None
+    if lock:  # a killed run may have left a half-written temp file; the lock makes removal safe
+        remove_stale_temps(run_dir)
     try:
         with _Signals() as signals:
-            return _train(cfg, run_dir, ckpt, dist, device, signals)
+            return _train(cfg, run_dir, ckpt, dist, device, signals, data)
     finally:
         if lock:
             lock.release()
@@ -138,18 +151,10 @@ def _say(dist: D.DistInfo, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _train(cfg, run_dir, ckpt, dist, device, signals) -> dict:
+def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_epoch(cfg.seed, -1, 0)  # model init is identical on every process
-    data = load_data(
-        cfg.data,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        strict=cfg.strict,
-        max_train_samples=cfg.max_train_samples,
-        max_val_samples=cfg.max_val_samples,
-    )
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {dist.world} processes")
     per_rank = cfg.batch_size // dist.world
@@ -184,6 +189,8 @@ def _train(cfg, run_dir, ckpt, dist, device, signals) -> dict:
         _say(dist, f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
         fault_point("after_resume")
     net: nn.Module = model
+    if cfg.sync_bn and dist.enabled and device.type == "cpu":
+        raise ValueError("sync_bn needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
     if cfg.sync_bn and dist.enabled:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     if dist.enabled:
@@ -327,8 +334,8 @@ def _train(cfg, run_dir, ckpt, dist, device, signals) -> dict:
             cfg, model, ema, data, epoch, epoch_state, optimizer, stage, per_rank, dist, device, ctx
         )
         history.append(row)
+        _update_best(row, best, model, ema, run_dir, data_cfg, epoch, dist.is_main)
         if dist.is_main:
-            _update_best(row, best, model, ema, run_dir, data_cfg, epoch)
             R.write_metrics(run_dir, history)
         checkpoint(epoch + 1, 0, EpochState())
         fault_point("epoch_end")
@@ -385,12 +392,14 @@ def _epoch_row(cfg, model, ema, data, epoch, st, optimizer, stage, per_rank, dis
     return row
 
 
-def _update_best(row, best, model, ema, run_dir, data_cfg, epoch) -> None:
+def _update_best(row, best, model, ema, run_dir, data_cfg, epoch, save: bool) -> None:
     use_ema = ema is not None and row["val_top1_ema"] > row["val_top1"]
     top1 = row["val_top1_ema"] if use_ema else row["val_top1"]
     if top1 > best["top1"]:
         top5 = row["val_top5_ema"] if use_ema else row["val_top5"]
         best.update(top1=top1, top5=top5, epoch=epoch + 1, weights="ema" if use_ema else "raw")
+        if not save:
+            return
         src = ema.module if use_ema else model
         src.class_names = model.class_names
         save_model(
