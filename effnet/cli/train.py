@@ -188,7 +188,7 @@ def overrides_from(args) -> dict:
     over = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None}
     for key, value in args.set:
         over[key] = value
-    mk = {k: getattr(args, k) for k in ("width_mult", "depth_mult") if getattr(args, k)}
+    mk = {k: getattr(args, k) for k in ("width_mult", "depth_mult") if getattr(args, k) is not None}
     if mk:
         over["model_kwargs"] = {**over.get("model_kwargs", {}), **mk}
     return over

@@ -16,13 +16,16 @@ def build_model(cfg: TrainConfig, num_classes: int, class_names: list[str]) -> n
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate
-    model = create_model(
-        cfg.model,
-        num_classes=num_classes,
-        pretrained=cfg.pretrained,
-        drop_path_rate=cfg.drop_path_rate,
-        **kwargs,
-    )
+    try:
+        model = create_model(
+            cfg.model,
+            num_classes=num_classes,
+            pretrained=cfg.pretrained,
+            drop_path_rate=cfg.drop_path_rate,
+            **kwargs,
+        )
+    except TypeError as e:  # a model_kwargs key create_model does not take
+        raise ValueError(f"model_kwargs {cfg.model_kwargs!r} not accepted: {e}") from None
     data_cfg = dict(model.pretrained_cfg)
     data_cfg["input_size"] = (3, cfg.image_size, cfg.image_size)
     if cfg.crop_pct is not None:

@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from effnet.weights.serialize import _unwrap
+
 
 class RMSpropTF(torch.optim.Optimizer):
     """RMSProp as TensorFlow computes it (the EfficientNet recipe).
@@ -103,7 +105,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        src = model.state_dict()
+        src = _unwrap(model).state_dict()  # DDP / torch.compile wrap the model: same keys
         for name, value in self.module.state_dict().items():
             new = src[name].detach()
             if value.dtype.is_floating_point:

@@ -27,6 +27,7 @@ from effnet.training.optim import EMA, build_optimizer
 from effnet.training.results import epoch_row, format_row, summarize, update_best
 from effnet.training.schedule import lr_at, stage_for_epoch
 from effnet.training.signals import Interrupted, SignalFlag
+from effnet.weights.serialize import remove_stale_temps
 
 log = logging.getLogger("effnet.train")
 # Options a resumed run may change; everything else comes from the run's own config.
@@ -105,10 +106,8 @@ def run(
     )
     D.setup(device)
     lock = RunLock(run_dir).acquire() if dist.is_main else None
-    if lock:
-        # Temp files of writes a crash interrupted (never renamed, so never half-read).
-        for tmp in run_dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    if lock:  # a killed run may have left a half-written temp file; the lock makes removal safe
+        remove_stale_temps(run_dir)
     try:
         with SignalFlag() as signals:
             return _train(cfg, run_dir, ckpt, dist, device, signals, data)

@@ -108,6 +108,19 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporary files ``atomic_write`` left in ``folder`` when its process was killed.
+
+    Only safe while nothing else writes there (the trainer holds the run lock). Returns the count.
+    """
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a training checkpoint atomically, sealed with a checksum checked on every load."""
     sealed = seal_checkpoint(ckpt)

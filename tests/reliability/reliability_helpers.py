@@ -53,8 +53,10 @@ def _context():
     return _ctx
 
 
-def _child(fault, config, resume):
+def _child(fault, config, resume, report=None):
+    import json
     import os
+    import resource
 
     import torch
 
@@ -64,22 +66,28 @@ def _child(fault, config, resume):
     if fault:
         os.environ["EFFNET_FAULT"] = fault
     torch.set_num_threads(1)
-    if resume:
-        T.train(resume=resume)
-    else:
-        T.train(**config)
+    summary = T.train(resume=resume) if resume else T.train(**config)
+    if report:  # peak memory of this process (Linux reports kB)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open(report, "w") as f:
+            json.dump({"peak_rss_mb": peak_mb, "summary": summary}, f)
 
 
-def start_training(config: dict, *, fault: str | None = None, resume=None):
-    """Start a training (or ``resume`` of one) in a child process; return the Process."""
-    p = _context().Process(target=_child, args=(fault, config, str(resume) if resume else None))
+def start_training(config: dict, *, fault: str | None = None, resume=None, report=None):
+    """Start a training (or ``resume`` of one) in a child process; return the Process.
+
+    ``report``: a file that gets the child's peak RSS and the run summary as JSON."""
+    resume = str(resume) if resume else None
+    p = _context().Process(target=_child, args=(fault, config, resume, report and str(report)))
     p.start()
     return p
 
 
-def train_in_child(config: dict, *, fault: str | None = None, resume=None, timeout=600) -> int:
+def train_in_child(
+    config: dict, *, fault: str | None = None, resume=None, report=None, timeout=600
+) -> int:
     """Run a training (or ``resume`` of one) in a child process; return its exit code."""
-    p = start_training(config, fault=fault, resume=resume)
+    p = start_training(config, fault=fault, resume=resume, report=report)
     p.join(timeout)
     if p.exitcode is None:
         p.kill()
@@ -173,3 +181,71 @@ def effnet_cli(argv, **popen):
     return subprocess.Popen(
         [sys.executable, "-m", "effnet", *argv], env=env, cwd=root, text=True, **popen
     )
+
+
+def _poison(kind: str, step: int) -> None:
+    """Make training step ``step`` (1-based, counted over the run) see a NaN/inf."""
+    import torch
+
+    from effnet.training import builders, trainer
+
+    calls = [0]
+    if kind in ("nan_loss", "inf_loss"):
+        real = builders.criterion_for
+        bad = float("nan") if kind == "nan_loss" else float("inf")
+
+        def criterion_for(cfg):
+            crit = real(cfg)
+
+            def poisoned(logits, targets):
+                loss = crit(logits, targets)
+                calls[0] += 1
+                return loss * bad if calls[0] == step else loss
+
+            return poisoned
+
+        builders.criterion_for = criterion_for
+    else:  # nan_input: one pixel of one image
+        real_loader = trainer.train_loader
+
+        class Poisoned:
+            def __init__(self, loader):
+                self.loader = loader
+
+            def __len__(self):
+                return len(self.loader)
+
+            def __iter__(self):
+                for images, targets, skipped in self.loader:
+                    calls[0] += 1
+                    if calls[0] == step and images is not None:
+                        images = images.clone()
+                        images[0, 0, 0, 0] = torch.nan
+                    yield images, targets, skipped
+
+        trainer.train_loader = lambda *a, **k: Poisoned(real_loader(*a, **k))
+
+
+def _poisoned_child(config, kind, step, message_file):
+    import sys
+
+    import torch
+
+    import effnet.training as T
+
+    torch.set_num_threads(1)
+    _poison(kind, step)
+    try:
+        T.train(**config)
+    except ValueError as e:
+        with open(message_file, "w") as f:
+            f.write(str(e))
+        sys.exit(3)
+
+
+def train_poisoned(config: dict, kind: str, step: int, message_file) -> int:
+    """Train in a child where step ``step`` gets a non-finite value; exit 3 if it stopped."""
+    p = _context().Process(target=_poisoned_child, args=(config, kind, step, str(message_file)))
+    p.start()
+    p.join(600)
+    return p.exitcode

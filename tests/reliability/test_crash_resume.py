@@ -50,10 +50,14 @@ def test_sigkill_then_resume_matches_uninterrupted(
     lost = unreadable_run_files(run)
     assert not lost, f"files unreadable after SIGKILL at {point}:{hit}: {lost}"
     figures("files_lost", f"{point}:{hit}", count=len(lost))
+    temps = list(run.glob(".*.tmp"))
+    if point == "checkpoint_write":  # killed between the temp file and the rename
+        assert temps, "expected the half-finished temp file of the killed write"
     if (run / "checkpoint_last.pt").exists():
         assert train_in_child({}, resume=run) == 0
     else:  # killed before the first checkpoint: nothing to resume, start again
         assert train_in_child({**base, "out": str(run)}) == 0
+    assert not list(run.glob(".*.tmp")), "stale temp files left in the run folder"
     assert_same_run(reference_runs[config], run)
     figures("crash_point", f"SIGKILL at {point}:{hit} ({config})")
     figures("fault", f"SIGKILL at {point}")

@@ -136,3 +136,133 @@ def test_safetensors_with_wrong_shapes_are_refused(tmp_path, key, shape, figures
             _paths(path)[name]()
         assert "\n" not in str(e.value) and key in str(e.value)
     figures("bad_input", f"wrong shape {key} {shape}", count=2)
+
+
+def _cli(argv):
+    import contextlib
+    import io
+
+    from effnet.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()
+
+
+def _resumable_run(tmp_path, marker):
+    """A run folder whose checkpoint has every key --resume needs, plus the payload."""
+    model = tiny_model()
+    run = tmp_path / "evil-run"
+    run.mkdir()
+    torch.save(
+        {
+            "format": 1,
+            "model": model.state_dict(),
+            "optimizer": {"state": {}, "param_groups": []},
+            "config": {"data": "digits", "epochs": 2},
+            "epoch": 1,
+            "rng": Payload(marker),
+            "build_args": model.build_args,
+        },
+        run / "checkpoint_last.pt",
+    )
+    return run
+
+
+def test_cli_paths_run_no_payload(tmp_path, figures):
+    from PIL import Image
+
+    marker = tmp_path / "marker"
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (40, 40), (120, 80, 40)).save(image)
+    ckpt = _crafted(tmp_path, marker, "effnet_checkpoint.pt")
+    run = _resumable_run(tmp_path, marker)
+    out = tmp_path / "out"
+    commands = {
+        "predict FILE": ["predict", ckpt, image],
+        "predict RUN": ["predict", run, image],
+        "predict NAME --pretrained FILE": [
+            "predict",
+            "efficientnet_b0",
+            "--pretrained",
+            ckpt,
+            image,
+        ],
+        "export FILE": ["export", ckpt, "--format", "onnx", "-o", out / "m.onnx"],
+        "export RUN": ["export", run, "--format", "safetensors", "-o", out / "m.safetensors"],
+        "train --resume RUN": ["train", "--resume", run],
+        "train --pretrained FILE": [
+            "train",
+            "--pretrained",
+            ckpt,
+            "--out",
+            out / "r",
+            "--epochs",
+            "2",
+        ],
+        "cam FILE": ["cam", ckpt, image, "--out", out / "cam"],
+    }
+    for name, argv in commands.items():
+        code, err = _cli(argv)
+        assert code == 2, (name, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (name, err)
+        assert "could run code" in err, (name, err)  # refused for the right reason
+        assert not marker.exists(), f"{name} ran the payload"
+        figures("bad_input", f"code-running pickle via effnet {name}")
+    assert not (out / "m.onnx").exists() and not (out / "m.safetensors").exists()
+
+
+def test_onnx_inputs_with_wrong_shapes_are_refused(tmp_path, figures):
+    import numpy as np
+
+    from effnet.export import export_model
+    from effnet.export.onnx import load_onnx, run_onnx
+
+    path = tmp_path / "m.onnx"
+    export_model(tiny_model(), "onnx", path, image_size=32, verify=False)
+    session = load_onnx(path)
+    good = np.zeros((2, 3, 32, 32), np.float32)
+    assert run_onnx(session, good).shape == (2, 4)
+    bad_inputs = {
+        "channels": np.zeros((1, 1, 32, 32), np.float32),
+        "height": np.zeros((1, 3, 40, 32), np.float32),
+        "width": np.zeros((1, 3, 32, 64), np.float32),
+        "rank": np.zeros((3, 32, 32), np.float32),
+        "dtype": np.zeros((1, 3, 32, 32), np.float64),
+        "uint8": np.zeros((1, 3, 32, 32), np.uint8),
+    }
+    for what, array in bad_inputs.items():
+        with pytest.raises(ValueError) as e:
+            run_onnx(session, array)
+        msg = str(e.value)
+        assert "\n" not in msg and (str(array.shape) in msg or str(array.dtype) in msg), what
+        figures("bad_input", f"ONNX input with wrong {what}")
+
+
+def test_damaged_onnx_files_are_refused(tmp_path, figures):
+    from effnet.export import export_model
+    from effnet.export.onnx import load_onnx
+
+    path = tmp_path / "m.onnx"
+    export_model(tiny_model(), "onnx", path, image_size=32, verify=False)
+    data = path.read_bytes()
+    marker = tmp_path / "marker"
+    cases = {
+        "truncated": data[: len(data) // 3],
+        "empty": b"",
+        "a pickle": pickle.dumps(Payload(marker)),
+    }
+    for what, content in cases.items():
+        bad = tmp_path / f"{what.replace(' ', '_')}.onnx"
+        bad.write_bytes(content)
+        with pytest.raises(ValueError) as e:
+            load_onnx(bad)
+        assert "\n" not in str(e.value) and str(bad) in str(e.value), what
+        code, err = _cli(["predict", bad, tmp_path])
+        assert code == 2 and err.count("\n") == 1, (what, err)
+        figures("bad_input", f"{what} ONNX file")
+    assert not marker.exists()
