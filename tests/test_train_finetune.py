@@ -40,7 +40,7 @@ def test_finetune_lite0_beats_scratch(tmp_path):
         "warmup_epochs": 0.5,
         "hflip": 0.0,
         "crop_scale_min": 0.6,
-        "threads": 2,
+        "threads": 1,
         "progress": "none",
         "seed": 0,
     }
