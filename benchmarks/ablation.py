@@ -64,14 +64,14 @@ def candidates(name: str, size: int, threads: int, compile_mode: str | None, tmp
             with _ctx(kind), torch.inference_mode():
                 return model(x)
 
-        cands.append(Candidate(f"infer | {label}", infer=infer, probe=kind))
+        cands.append(Candidate(f"infer: {label}", infer=infer, probe=kind))
     with contextlib.suppress(ImportError):
         import onnxruntime  # noqa: F401
 
         fast = optimize_for_inference(effnet_variant(name, "effnet")[0], channels_last=False)
         example = torch.randn(1, 3, size, size)
         run = _onnx_session(fast, example, threads, tmp / "effnet.onnx")
-        cands.append(Candidate("infer | ONNX Runtime on the folded export", infer=run))
+        cands.append(Candidate("infer: ONNX Runtime on the folded export", infer=run))
     if compile_mode:
         model = optimize_for_inference(effnet_variant(name, "effnet")[0], compile=compile_mode)
 
@@ -79,7 +79,7 @@ def candidates(name: str, size: int, threads: int, compile_mode: str | None, tmp
             with torch.inference_mode():
                 return model(x)
 
-        cands.append(Candidate(f"infer | torch.compile ({compile_mode})", infer=infer_c))
+        cands.append(Candidate(f"infer: torch.compile ({compile_mode})", infer=infer_c))
     for label, kind in TRAIN:
         model, _ = effnet_variant(name, kind)
         step = _sgd_step(model.train())
@@ -88,11 +88,11 @@ def candidates(name: str, size: int, threads: int, compile_mode: str | None, tmp
             with _ctx(kind):
                 step(x, y)
 
-        cands.append(Candidate(f"train | {label}", train_step=train, probe=kind))
+        cands.append(Candidate(f"train: {label}", train_step=train, probe=kind))
     if compile_mode:
         model = torch.compile(effnet_variant(name, "effnet")[0].train(), mode=compile_mode)
         cands.append(
-            Candidate(f"train | torch.compile ({compile_mode})", train_step=_sgd_step(model))
+            Candidate(f"train: torch.compile ({compile_mode})", train_step=_sgd_step(model))
         )
     return cands
 

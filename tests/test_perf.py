@@ -237,6 +237,7 @@ def test_onnx_export_uses_plain_ops():
     assert "BatchNormalization" in ops or "Conv" in ops
     assert not any("Python" in op for op in ops), ops  # no opaque autograd.Function nodes
     assert "Sigmoid" in ops
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops  # ORT keeps NCHWc layout
 
 
 def _checkpoint_run(model: nn.Module, x: torch.Tensor, enable: bool) -> tuple:
