@@ -249,3 +249,19 @@ def train_poisoned(config: dict, kind: str, step: int, message_file) -> int:
     p.start()
     p.join(600)
     return p.exitcode
+
+
+def cli_in_process(argv) -> tuple[int, str]:
+    """Run ``effnet ARGV`` in this process: (exit status, what it printed on stderr)."""
+    import contextlib
+    import io
+
+    from effnet.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+    return code, err.getvalue()
