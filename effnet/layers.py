@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.perf.fused import MemoryEfficientSiLU, bn_silu, bn_silu_eligible, fast_ops
+from effnet.perf.fused import (
+    MemoryEfficientSiLU,
+    bn_silu,
+    bn_silu_eligible,
+    exporting,
+    fast_ops,
+)
 
 # Every activation here follows a conv or BN whose output nothing else reads, so the ReLUs may
 # work in place (their backward needs only the result); SiLU is the memory-lean variant.
@@ -163,7 +169,9 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        # Exported graphs get GlobalAveragePool: ONNX Runtime keeps it in its blocked (NCHWc)
+        # layout, while ReduceMean forces a layout round trip around every SE.
+        s = F.adaptive_avg_pool2d(x, 1) if exporting() else x.mean((2, 3), keepdim=True)
         return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
 
@@ -181,7 +189,8 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        # Scale the (B, 1, 1, 1) mask, not the activation: one full-size product instead of two.
+        return x * mask.div_(keep)
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"

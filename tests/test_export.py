@@ -67,6 +67,31 @@ def test_torchscript_round_trip_matches_pytorch(tmp_path, name, kw):
     assert meta["export_image_size"] == SIZE
 
 
+@pytest.mark.parametrize(("name", "kw"), ROUND_TRIP[:2], ids=["symmetric", "tf-same"])
+def test_onnx_dynamic_size(tmp_path, name, kw):
+    model = _model(name, **kw)
+    result = export(model, "onnx", tmp_path / "m.onnx", image_size=SIZE, dynamic_size=True)
+    assert set(result.size_diffs) == {SIZE + 32} and result.size_diffs[SIZE + 32] < 1e-4
+    session = load_onnx(result.path)
+    assert [isinstance(d, int) for d in session.get_inputs()[0].shape] == [
+        False,
+        True,
+        False,
+        False,
+    ]
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(session.run(None, {"input": x.numpy()})[0] - want).max() < 1e-4
+    if kw.get("padding") == "same":  # constants traced for even sizes: other sizes refused
+        with pytest.raises(ValueError, match="multiples of 32"):
+            check_onnx_inputs(session, np.zeros((1, 3, 100, 128), np.float32))
+        with pytest.raises(ValueError, match="multiple of 32"):
+            export(model, "onnx", tmp_path / "n.onnx", image_size=80, dynamic_size=True)
+    with pytest.raises(ValueError, match="ONNX-only"):
+        export(model, "torchscript", tmp_path / "m.pt", dynamic_size=True)
+
+
 def test_onnx_metadata_carries_name_data_config_and_classes(tmp_path):
     model = _model("efficientnet_b0", num_classes=3)
     model.class_names = ["cat", "dog", "fish"]
@@ -171,6 +196,18 @@ def test_unwritable_output_is_a_one_line_error(tmp_path):
         export_model(_model("efficientnet_lite0"), "onnx", tmp_path)
 
 
+class _Untraceable(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("unsupported operator\nwith a long explanation")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_exporter_failures_are_one_line(tmp_path, fmt):
+    with pytest.raises(ValueError, match=r"failed: unsupported operator$"):
+        export(_Untraceable(), fmt, tmp_path / "m.out", image_size=32)
+    assert os.listdir(tmp_path) == []
+
+
 def test_onnx_input_checks(tmp_path):
     path = export_model(_model("efficientnet_lite0"), "onnx", tmp_path / "m.onnx", image_size=SIZE)
     session = load_onnx(path)
@@ -209,11 +246,14 @@ def test_real_lite0_weights_round_trip_at_native_resolution(tmp_path, fmt):
     assert max(result.max_abs_diff.values()) < 1e-4
 
 
-# Everything up to V2-M; B8, L2, V2-L/XL only add export time, not new layer types.
+# Every family and layer type; the bigger variants (B5-B8, L2, V2-M/L/XL) repeat the same blocks
+# and only add export time.
+BIG = ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8")
 VARIANTS = [
     n
     for n in effnet.list_models()
-    if n not in ("efficientnet_b8", "efficientnet_l2", "efficientnetv2_l", "efficientnetv2_xl")
+    if n
+    not in (*BIG, "efficientnet_l2", "efficientnetv2_m", "efficientnetv2_l", "efficientnetv2_xl")
 ]
 
 

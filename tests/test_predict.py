@@ -136,6 +136,26 @@ def test_bad_arguments():
         predict(gray, image)
 
 
+def test_model_file_with_mismatched_shapes_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = effnet.save_model(_small_model(), tmp_path / "ok.safetensors")
+    with safe_open(str(path), "pt") as f:
+        header = f.metadata()
+    state = load_file(str(path))
+    state["classifier.weight"] = torch.zeros(5, state["classifier.weight"].shape[1])
+    # Re-seal it, as a buggy writer would: the checksum is right, the shapes are not.
+    from effnet.weights.integrity import SAFETENSORS_KEY, safetensors_digest
+    from effnet.weights.loading import METADATA_KEY
+
+    header[SAFETENSORS_KEY] = safetensors_digest(state, header[METADATA_KEY])
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=header)
+    with pytest.raises(ValueError, match=r"classifier\.weight has shape \(5, 1280\)") as info:
+        resolve_model(tmp_path / "bad.safetensors")
+    assert "\n" not in str(info.value)
+
+
 def test_resolve_model_errors(tmp_path):
     with pytest.raises(ValueError, match="did you mean efficientnet_lite0"):
         resolve_model("efficientnet_lit0")

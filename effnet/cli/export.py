@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ONNX opset (default: %(default)s)",
     )
     p.add_argument(
+        "--dynamic-size",
+        action="store_true",
+        help="ONNX: make height and width dynamic too (multiples of 32 for TF-padded models)",
+    )
+    p.add_argument(
         "--no-verify",
         dest="verify",
         action="store_false",
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         verify=args.verify,
         pretrained=args.pretrained,
+        dynamic_size=args.dynamic_size,
     )
     size = result.path.stat().st_size / 1e6
     print(
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if result.max_abs_diff:
         checked = ", ".join(f"batch {b}: {d:.2e}" for b, d in result.max_abs_diff.items())
         runtime = "onnxruntime" if result.format == "onnx" else "the reloaded file"
+        checked += "".join(f", size {s} (batch 2): {d:.2e}" for s, d in result.size_diffs.items())
         print(f"verified with {runtime}: max abs diff vs PyTorch {checked} (< {TOLERANCE:g})")
     else:
         print("not verified (--no-verify)")

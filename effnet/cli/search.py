@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 EPILOG = """\
 examples:
@@ -63,22 +64,32 @@ def experiment_kwargs(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from effnet.lab.search import search
+    from effnet.training.trainer import Interrupted
 
-    res = search(
-        args.data,
-        out=args.out,
-        budget=args.budget,
-        config=args.config,
-        step=args.step,
-        max_coef=args.max_coef,
-        target=args.target,
-        tolerance=args.tolerance,
-        max_candidates=args.max_candidates,
-        workers=args.workers,
-        storage=args.storage,
-        seed=args.seed,
-        **experiment_kwargs(args),
-    )
+    try:
+        res = search(
+            args.data,
+            out=args.out,
+            budget=args.budget,
+            config=args.config,
+            step=args.step,
+            max_coef=args.max_coef,
+            target=args.target,
+            tolerance=args.tolerance,
+            max_candidates=args.max_candidates,
+            workers=args.workers,
+            storage=args.storage,
+            seed=args.seed,
+            **experiment_kwargs(args),
+        )
+    except Interrupted as e:
+        signal_name = str(e).split(" ")[0]
+        print(
+            f"effnet search: {signal_name} received; finished trials are kept, run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return e.exit_code
     print(
         f"{'rank':<6}{'alpha':>7}{'beta':>7}{'gamma':>7}{'a*b^2*g^2':>11}{'px':>5}"
         f"{'MACs (M)':>10}{'top-1 %':>9}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from effnet.cli.search import add_experiment_args, experiment_kwargs
 
@@ -46,20 +47,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effnet.lab.sweep import parse_values, sweep
+    from effnet.training.trainer import Interrupted
 
-    res = sweep(
-        args.data,
-        dimensions=args.dimension,
-        values=parse_values(args.values, args.dimension),
-        seeds=args.seeds,
-        budget=args.budget,
-        out=args.out,
-        config=args.config,
-        alpha=args.alpha,
-        beta=args.beta,
-        gamma=args.gamma,
-        **experiment_kwargs(args),
-    )
+    try:
+        res = sweep(
+            args.data,
+            dimensions=args.dimension,
+            values=parse_values(args.values, args.dimension),
+            seeds=args.seeds,
+            budget=args.budget,
+            out=args.out,
+            config=args.config,
+            alpha=args.alpha,
+            beta=args.beta,
+            gamma=args.gamma,
+            **experiment_kwargs(args),
+        )
+    except Interrupted as e:
+        signal_name = str(e).split(" ")[0]
+        print(
+            f"effnet sweep: {signal_name} received; finished runs are kept, run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return e.exit_code
     print(
         f"{'dimension':<12}{'value':>7}{'d':>7}{'w':>7}{'px':>5}{'MACs (M)':>10}"
         f"{'top-1 %':>9}{'+-':>6}"

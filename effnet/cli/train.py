@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from effnet.cli import CLIError
@@ -211,6 +212,8 @@ def main(args) -> int:
     except Interrupted as e:
         print(f"effnet train: {e}", file=sys.stderr)
         return e.exit_code
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for everyone
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

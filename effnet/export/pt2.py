@@ -24,6 +24,7 @@ from effnet.export.common import (
     first_line,
     input_spec,
     metadata,
+    one_line_errors,
 )
 
 EXTRA_FILE = "effnet.json"
@@ -44,9 +45,10 @@ def export_pt2(
         with eval_mode(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-            program = torch.export.export(
-                model, (example_input(2, in_chans, size),), dynamic_shapes=({0: batch},)
-            )
+            with one_line_errors("torch.export"):
+                program = torch.export.export(
+                    model, (example_input(2, in_chans, size),), dynamic_shapes=({0: batch},)
+                )
             extra = {EXTRA_FILE: json.dumps(metadata(model, size))}
             # torch.export wants a ".pt2" name or a buffer; the atomic temporary has neither.
             buffer = io.BytesIO()

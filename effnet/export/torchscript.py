@@ -24,6 +24,7 @@ from effnet.export.common import (
     first_line,
     input_spec,
     metadata,
+    one_line_errors,
 )
 
 EXTRA_FILE = "effnet.json"
@@ -43,7 +44,11 @@ def export_torchscript(
         with eval_mode(model), warnings.catch_warnings():
             # torch.jit warns that it is deprecated, and about shape arithmetic frozen by tracing.
             warnings.simplefilter("ignore")
-            with torch.inference_mode(False), torch.no_grad():
+            with (
+                torch.inference_mode(False),
+                torch.no_grad(),
+                one_line_errors("TorchScript tracing"),
+            ):
                 traced = torch.jit.trace(model, example_input(1, in_chans, size), check_trace=False)
             extra = {EXTRA_FILE: json.dumps(metadata(model, size))}
             torch.jit.save(traced, tmp, _extra_files=extra)

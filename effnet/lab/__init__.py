@@ -1,0 +1,1 @@
+"""The compound-scaling lab: baselines as staged specs, scale, search, sweep, plots."""

@@ -8,6 +8,7 @@ resumes from its own checkpoint), and several processes or machines can share on
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -75,17 +76,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def requeue_dead_trials(study) -> int:
-    """Fail RUNNING trials whose process (on this host) is gone and queue their point again."""
+def requeue_dead_trials(study, keys: list[str]) -> int:
+    """Fail RUNNING trials whose process (on this host) is gone and queue their point again.
+
+    A trial that never recorded its owner (killed within its first moments) counts as dead
+    after a minute. Trials of other hosts are left alone: only their host can tell.
+    """
     from optuna.trial import TrialState
 
     host, n = socket.gethostname(), 0
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs
-        if owner.get("host") == host and "pid" in owner and not _alive(int(owner["pid"])):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            study.enqueue_trial({PARAM: t.params.get(PARAM, owner.get(PARAM))})
-            n += 1
+        if "pid" in owner:
+            dead = owner.get("host") == host and not _alive(int(owner["pid"]))
+        else:
+            dead = t.datetime_start is not None and (now - t.datetime_start).total_seconds() > 60
+        if not dead:
+            continue
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        k = t.params.get(PARAM) or owner.get(PARAM)
+        if k is None and "grid_id" in t.system_attrs:
+            k = keys[t.system_attrs["grid_id"]]  # the grid sampler's order is ours
+        if k is not None:
+            study.enqueue_trial({PARAM: k})
+        n += 1
     return n
 
 
@@ -122,7 +137,6 @@ def run_worker(
     from optuna.trial import TrialState
 
     study = open_study(storage, points, study_name(base))
-    requeue_dead_trials(study)
     by_key = {key(p): p for p in points}
 
     def objective(trial: optuna.Trial) -> float:
@@ -150,21 +164,25 @@ def run_worker(
         return float(res["best_top1"])
 
     def status() -> tuple[bool, bool]:
-        """(all points complete, some point neither complete, running nor queued)."""
+        """(all points complete, work left for this process); queues points whose every trial
+        failed (e.g. a search interrupted by Ctrl-C): the grid sampler counts them as done."""
         seen: dict[str, set] = {}
         for t in study.get_trials(deepcopy=False):
             k = t.params.get(PARAM) or t.user_attrs.get(PARAM)
             if k is None and t.state == TrialState.WAITING:
                 k = (t.system_attrs.get("fixed_params") or {}).get(PARAM)
             seen.setdefault(k, set()).add(t.state)
-        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        live = {TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING}
+        for k in by_key:
+            if seen.get(k) and not seen[k] & live:
+                study.enqueue_trial({PARAM: k})
+                seen[k].add(TrialState.WAITING)
         complete = all(TrialState.COMPLETE in seen.get(k, ()) for k in by_key)
-        pending = any(not seen.get(k, set()) & set(live) for k in by_key)
-        queued = any(TrialState.WAITING in v for v in seen.values())
-        return complete, pending or queued
+        work = any(not seen.get(k, set()) & live or TrialState.WAITING in seen[k] for k in by_key)
+        return complete, work
 
     while True:
-        requeue_dead_trials(study)
+        requeue_dead_trials(study, list(by_key))
         complete, work = status()
         if complete:
             return
@@ -308,4 +326,4 @@ def _run_parallel(base, points, out, storage, overrides, workers) -> None:
         p.join()
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
-        raise RuntimeError(f"{len(bad)} search worker(s) failed (exit codes {bad})")
+        raise ValueError(f"{len(bad)} search worker(s) failed (exit codes {bad}); see above")

@@ -3,8 +3,11 @@
 Autograd keeps every intermediate a backward formula needs. In a conv -> BN -> SiLU unit that is
 the conv output (for BN), the BN output (for SiLU) and the SiLU output (for the next conv): three
 activation maps. ``bn_silu`` keeps only the conv output and the per-channel batch statistics and
-recomputes the BN output in backward (one cheap elementwise pass), so one map per unit is never
-stored. Gradients come from the same ATen kernels autograd uses, so they match the plain modules.
+recomputes the BN output in backward (one cheap elementwise pass). Inside
+``recompute_activations`` (which EfficientNet.forward opens in training), the consumers of a
+BN+SiLU output (the next conv, SE) store a recipe instead of the map, rebuilt bit-identically in
+backward: one stored map per conv -> BN -> SiLU unit instead of three. The BN gradient comes from
+the ATen kernel autograd itself uses, so gradients match the plain modules.
 
 Both fall back to the plain ops while exporting (ONNX, TorchScript, torch.export), where a custom
 Function would not translate into standard operators.
@@ -12,6 +15,7 @@ Function would not translate into standard operators.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -58,8 +62,15 @@ class _SiLUFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return grad * s * (1.0 + x * (1.0 - s))
+        return _silu_grad(x.clone(), grad)
+
+
+def _silu_grad(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """grad * SiLU'(y) = grad * s * (1 + y * (1 - s)), s = sigmoid(y), computed in y's buffer:
+    the backward of the largest layer sets the training peak, so no extra full-size temporaries."""
+    s = torch.sigmoid(y)
+    y.addcmul_(y, s, value=-1.0).add_(1.0).mul_(s).mul_(grad)
+    return y
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:
@@ -82,27 +93,80 @@ class MemoryEfficientSiLU(nn.Module):
 class _BNSiLUFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
-        y, mean, invstd = torch.ops.aten.native_batch_norm(
-            x, weight, bias, running_mean, running_var, True, momentum, eps
-        )
-        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        invstd = torch.rsqrt(var + eps)
+        n = x.numel() // x.size(1)
+        # nn.BatchNorm's update: exponential average of the mean and the unbiased variance.
+        running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1.0 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+        shape = (1, -1, 1, 1)
+        scale = (weight * invstd).reshape(shape)
+        shift = (bias - mean * scale.flatten()).reshape(shape)
+        out = F.silu(_affine(x, scale, shift), inplace=True)
+        ctx.save_for_backward(x, weight, mean, invstd, scale, shift)
         ctx.eps = eps
-        return F.silu(y, inplace=True)
+        if _recipes is not None:
+            # Whoever saves ``out`` for backward (the next conv, SE) may store this recipe
+            # instead: ``x`` is kept here anyway, so the activation itself is never stored.
+            _recipes[out.data_ptr()] = (weakref.ref(out), out._version, x, scale, shift)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, bias, mean, invstd = ctx.saved_tensors
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = (weight * invstd).reshape(shape)
-        y = (x - mean.reshape(shape)) * scale + bias.reshape(shape)
-        s = torch.sigmoid(y)
-        grad_y = grad * s * (1.0 + y * (1.0 - s))
-        del y, s
+        x, weight, mean, invstd, scale, shift = ctx.saved_tensors
+        grad_y = _silu_grad(_affine(x, scale, shift), grad)
         mask = list(ctx.needs_input_grad[:3])
         dx, dw, db = torch.ops.aten.native_batch_norm_backward(
             grad_y, x, weight, None, None, mean, invstd, True, ctx.eps, mask
         )
         return dx, dw, db, None, None, None, None
+
+
+def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    # One fixed op, so the recomputation in backward is bit-identical to the forward.
+    return torch.addcmul(shift, x, scale)
+
+
+# data_ptr -> (weakref to the BN+SiLU output, its version, x, scale, shift); only while a
+# ``recompute_activations`` block records a training forward.
+_recipes: dict[int, tuple] | None = None
+
+
+class _Recompute:
+    __slots__ = ("scale", "shift", "x")
+
+    def __init__(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        self.x, self.scale, self.shift = x, scale, shift
+
+
+def _pack(t: torch.Tensor):
+    entry = _recipes.get(t.data_ptr()) if _recipes is not None else None
+    # Same tensor object, not modified since: a freed activation's address can be reused.
+    if entry is not None and entry[0]() is t and entry[1] == t._version:
+        return _Recompute(entry[2], entry[3], entry[4])
+    return t
+
+
+def _unpack(obj):
+    if isinstance(obj, _Recompute):
+        return F.silu(_affine(obj.x, obj.scale, obj.shift), inplace=True)
+    return obj
+
+
+@contextmanager
+def recompute_activations() -> Iterator[None]:
+    """Record a training forward so that BN+SiLU outputs saved by their consumers are rebuilt
+    from the BN input in backward instead of being stored (one elementwise pass each)."""
+    global _recipes
+    if not fast_ops() or torch.compiler.is_compiling():
+        yield
+        return
+    outer, _recipes = _recipes, {}
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+            yield
+    finally:
+        _recipes = outer
 
 
 def bn_silu_eligible(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
@@ -117,9 +181,9 @@ def bn_silu_eligible(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
         # Under torch.compile the plain ops fuse and recompute on their own.
         and not torch.compiler.is_compiling()
         and x.dim() == 4
-        # Under autocast x is bf16/fp16 while BN keeps fp32 weights; the ATen backward needs one
-        # dtype, so mixed precision takes the plain ops (found by tests/reliability autocast).
+        # Mixed precision keeps the plain ops (their dtype rules are autocast's to decide).
         and x.dtype == bn.weight.dtype
+        and not torch.is_autocast_enabled(x.device.type)
     )
 
 

@@ -35,6 +35,12 @@ class RunLock:
         self._fd = fd
         return self
 
+    @staticmethod
+    def check(run_dir: str | os.PathLike) -> None:
+        """Raise the 'in use' ValueError if a live process holds ``run_dir``'s lock."""
+        if (Path(run_dir) / ".lock").exists():
+            RunLock(run_dir).acquire().release()
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -86,11 +86,11 @@ def progressive_stages(
     magnitude: tuple[float, float],
     mixup: tuple[float, float],
     dropout: tuple[float, float],
-    multiple: int = 8,
+    multiple: int = 1,
 ) -> list[Stage]:
     """Split ``epochs`` into ``stages`` near-equal stages with linearly growing values.
 
-    Image sizes are rounded to a multiple of ``multiple`` (convolution strides prefer it).
+    Image sizes are rounded to a multiple of ``multiple`` (1: the nearest integer).
     """
     if stages < 1 or stages > epochs:
         raise ValueError(f"stages must be in [1, epochs={epochs}], got {stages}")

@@ -1,0 +1,653 @@
+"""The engine behind ``effnet benchmark``: effnet and its peers side by side, interleaved.
+
+Every candidate (effnet's eager, optimized, ONNX Runtime and compiled paths; timm, torchvision and
+ONNX Runtime on the peer's own export) runs in one process. After a warm-up the repetitions
+alternate A B C A B C..., so a noisy neighbour slows every candidate alike and the ratios hold.
+Reported: medians with min-max spread of batch-1 latency, batch-N inference throughput, training
+throughput (forward, backward, SGD step) and peak memory (CPU: peak RSS above the starting RSS,
+with large allocations returned to the OS at once; GPU: ``torch.cuda.max_memory_allocated``).
+
+Peers are imported only inside the functions that build them, and only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import effnet
+from effnet.perf.fused import plain_ops
+from effnet.perf.optimize import optimize_for_inference
+
+PEERS = ("timm", "torchvision", "onnxruntime")
+MODES = ("infer", "train", "both")
+
+# effnet name -> the peer's name for the same architecture (symmetric padding, same blocks).
+TIMM_NAMES = {
+    **{f"efficientnet_b{i}": f"efficientnet_b{i}" for i in range(9)},
+    **{f"efficientnet_lite{i}": f"efficientnet_lite{i}" for i in range(5)},
+    **{f"efficientnetv2_{s}": f"efficientnetv2_{s}" for s in ("s", "m", "l", "xl")},
+}
+TORCHVISION_NAMES = {
+    **{f"efficientnet_b{i}": f"efficientnet_b{i}" for i in range(8)},
+    **{f"efficientnetv2_{s}": f"efficientnet_v2_{s}" for s in ("s", "m", "l")},
+}
+
+
+@dataclass
+class Series:
+    """Repeated measurements of one quantity for one candidate."""
+
+    values: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float] | None:
+        if not self.values:
+            return None
+        return {
+            "median": statistics.median(self.values),
+            "min": min(self.values),
+            "max": max(self.values),
+            "n": len(self.values),
+        }
+
+
+@dataclass
+class Candidate:
+    """One way to run the architecture: ``infer(x)`` / ``train_step(x, y)``; None = not offered."""
+
+    name: str
+    infer: Callable[[torch.Tensor], Any] | None = None
+    train_step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None
+    note: str = ""
+    probe: str | None = None  # how a fresh process rebuilds it for the memory pass
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _exact_rss() -> Iterator[None]:
+    """While active, glibc hands blocks over 128 KiB straight back to the OS, so RSS follows the
+    live tensors. Afterwards the thresholds sit at glibc's own steady-state maxima (32 MiB mmap,
+    64 MiB trim), so the timed runs allocate as usual; only memory passes run inside this."""
+    libc = _libc()
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if libc is not None:
+        libc.mallopt(m_mmap_threshold, 128 * 1024)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(m_mmap_threshold, 32 * 2**20)
+            libc.mallopt(m_trim_threshold, 64 * 2**20)
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak memory of a block of work in MiB, above what was held when it started."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mib: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        libc = _libc()
+        if libc is not None:
+            libc.malloc_trim(0)
+        self._base = _status_kib("VmRSS")
+        try:  # Linux: "5" resets the VmHWM high-water mark to the current RSS
+            Path("/proc/self/clear_refs").write_text("5")
+            self._resettable = True
+        except OSError:
+            self._resettable = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+            return
+        hwm = _status_kib("VmHWM")
+        if self._resettable and hwm is not None and self._base is not None:
+            self.peak_mib = (hwm - self._base) / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates
+
+
+def _sgd_step(model: nn.Module, channels_last: bool = False) -> Callable:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        # Gradients freed after the step, so none are held between steps: the memory pass
+        # starts from parameters + optimizer state and its peak includes the gradients.
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _no_grad(model: nn.Module) -> Callable:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _onnx_session(model: nn.Module, example: torch.Tensor, threads: int, path: Path):
+    """Export ``model`` (eval, fp32) and open it with all graph optimizations on."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor):
+        return sess.run(None, {"input": x.numpy()})
+
+    return run
+
+
+def _build_timm(name: str, num_classes: int) -> nn.Module:
+    import timm  # a user-requested peer: imported only here
+
+    return timm.create_model(TIMM_NAMES[name], num_classes=num_classes)
+
+
+def _build_torchvision(name: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    return getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=num_classes)
+
+
+def build_candidates(
+    name: str,
+    *,
+    against: tuple[str, ...],
+    modes: tuple[str, ...],
+    image_size: int,
+    threads: int,
+    device: torch.device,
+    compile_mode: str | None,
+    workdir: Path,
+    log: Callable[[str], None],
+) -> tuple[list[Candidate], list[str]]:
+    """effnet's paths first, then each available peer; returns (candidates, skipped notes)."""
+    skipped: list[str] = []
+    cands: list[Candidate] = []
+    model = effnet.create_model(name, device=device)
+    example = torch.randn(1, 3, image_size, image_size, device=device)
+
+    cands.append(
+        Candidate(
+            "effnet",
+            infer=_no_grad(model.eval()) if "infer" in modes else None,
+            train_step=_sgd_step(_train_copy(model)) if "train" in modes else None,
+            note="default eager (BN folded on the fly, channels-last on CPU)",
+            probe="effnet",
+        )
+    )
+    if "infer" in modes:
+        cands.append(
+            Candidate(
+                "effnet optimized",
+                infer=_no_grad(optimize_for_inference(model)),
+                note="optimize_for_inference: BN folded, channels-last",
+                probe="effnet optimized",
+            )
+        )
+    if compile_mode:
+        log(f"compiling effnet ({compile_mode}); the first call takes a while")
+        cands.append(
+            Candidate(
+                "effnet compile",
+                infer=_no_grad(optimize_for_inference(model, compile=compile_mode))
+                if "infer" in modes
+                else None,
+                train_step=_sgd_step(torch.compile(_train_copy(model), mode=compile_mode))
+                if "train" in modes
+                else None,
+                note=f"torch.compile mode={compile_mode}",
+            )
+        )
+    want_ort = "onnxruntime" in against and "infer" in modes and device.type == "cpu"
+    if want_ort and _importable("onnxruntime"):
+        log("exporting effnet to ONNX")
+        fast = optimize_for_inference(model, channels_last=False)
+        cands.append(
+            Candidate(
+                "effnet onnxruntime",
+                infer=_onnx_session(fast, example, threads, workdir / "effnet.onnx"),
+                note="folded graph, ORT graph optimizations: all",
+            )
+        )
+    elif want_ort:
+        skipped.append("onnxruntime: not installed (pip install onnxruntime)")
+
+    peers: dict[str, nn.Module] = {}
+    for peer, table, builder in (
+        ("timm", TIMM_NAMES, _build_timm),
+        ("torchvision", TORCHVISION_NAMES, _build_torchvision),
+    ):
+        if peer not in against:
+            continue
+        if not _importable(peer):
+            skipped.append(f"{peer}: not installed (pip install {peer})")
+            continue
+        if name not in table:
+            skipped.append(f"{peer}: has no {name}")
+            continue
+        ref = builder(name, model.num_classes).to(device)
+        peers[peer] = ref
+        cands.append(
+            Candidate(
+                peer,
+                infer=_no_grad(ref.eval()) if "infer" in modes else None,
+                train_step=_sgd_step(_train_copy(ref)) if "train" in modes else None,
+                note=f"{table[name]}, eager, default settings",
+                probe=peer,
+            )
+        )
+    if want_ort and _importable("onnxruntime"):
+        source = next((p for p in ("torchvision", "timm") if p in peers), None)
+        if source is None:
+            skipped.append("onnxruntime peer: needs --against torchvision or timm to export")
+        else:
+            log(f"exporting {source} to ONNX")
+            cands.append(
+                Candidate(
+                    f"onnxruntime ({source} export)",
+                    infer=_onnx_session(
+                        peers[source].eval(), example, threads, workdir / f"{source}.onnx"
+                    ),
+                    note=f"{source}'s own model exported, same session options",
+                )
+            )
+    return cands, skipped
+
+
+def _train_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).train()
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def effnet_variant(name: str, kind: str) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    """effnet built as ``kind`` says: "effnet" plus flags "optimized" (optimize_for_inference),
+    "plain" (fast paths off), "cl" (channels-last forced on), "nchw" (off), "ckpt" (gradient
+    checkpointing). Returns the model and the context its calls must run in."""
+    flags = set(kind.split()[1:])
+    unknown = flags - {"optimized", "plain", "cl", "nchw", "ckpt"}
+    if unknown:
+        raise ValueError(f"unknown effnet variant flag(s) {sorted(unknown)} in {kind!r}")
+    model = effnet.create_model(name)
+    if "optimized" in flags:
+        model = optimize_for_inference(model, channels_last=False if "nchw" in flags else None)
+    if "cl" in flags or "nchw" in flags:
+        model.channels_last = "cl" in flags
+    if "ckpt" in flags:
+        model.set_grad_checkpointing(True)
+    return model, (plain_ops() if "plain" in flags else contextlib.nullcontext())
+
+
+def _probe(kind: str, name: str, size: int, batch: int, mode: str, threads: int) -> float | None:
+    """Peak memory (MiB) of one inference or training step of one candidate, in this process."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if kind.startswith("effnet"):
+        model, ctx = effnet_variant(name, kind)
+    else:
+        model = (_build_timm if kind == "timm" else _build_torchvision)(name, 1000)
+    x = torch.randn(batch, 3, size, size)
+    if mode == "train":
+        step = _sgd_step(model.train())
+        y = torch.randint(0, 1000, (batch,))
+
+        def work() -> None:
+            step(x, y)
+    else:
+        run = _no_grad(model.eval())
+
+        def work() -> None:
+            run(x)
+
+    cpu = torch.device("cpu")
+    with _exact_rss(), ctx:
+        work()  # allocate optimizer state, pick kernels
+        with PeakMemory(cpu) as mem:
+            work()
+    return mem.peak_mib
+
+
+def _probe_in_subprocess(
+    kind: str, name: str, size: int, batch: int, mode: str, threads: int, log: Callable
+) -> float | None:
+    import json
+    import subprocess
+    import sys
+
+    root = str(Path(effnet.__file__).resolve().parents[1])  # the same effnet as this process
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
+    code = (
+        "import json, sys; from effnet.perf.bench import _probe; "
+        "print(json.dumps(_probe(*json.loads(sys.argv[1]))))"
+    )
+    args = json.dumps([kind, name, size, batch, mode, threads])
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        log(f"memory probe for {kind} ({mode}) failed: {e}")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, calls: int = 1) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / calls
+
+
+def measure(
+    cands: list[Candidate],
+    name: str,
+    size: int,
+    batch_size: int,
+    modes: tuple[str, ...],
+    threads: int,
+    dev: torch.device,
+    reps: int,
+    warmup: int,
+    memory: bool,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Warm up, measure peak memory, time ``reps`` interleaved rounds; one row per candidate."""
+    x1 = torch.randn(1, 3, size, size, device=dev)
+    xn = torch.randn(batch_size, 3, size, size, device=dev)
+    y = torch.randint(0, 1000, (batch_size,), device=dev)
+    results: dict[str, dict[str, Series]] = {c.name: {} for c in cands}
+    # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
+    log(f"warm-up ({warmup} rounds)")
+    for c in cands:
+        for _ in range(warmup):
+            if c.infer is not None and "infer" in modes:
+                c.infer(x1)
+                c.infer(xn)
+            if c.train_step is not None and "train" in modes:
+                c.train_step(xn, y)
+    # Peak memory: each candidate once in a fresh process (allocations are deterministic;
+    # in this process the other candidates' allocator and oneDNN caches would blur it).
+    if not memory:
+        pass
+    elif dev.type == "cpu":
+        log("memory pass (one fresh process per candidate)")
+        for c in cands:
+            for m in modes:
+                if c.probe is None or (c.infer if m == "infer" else c.train_step) is None:
+                    continue
+                peak = _probe_in_subprocess(c.probe, name, size, batch_size, m, threads, log)
+                if peak is not None:
+                    results[c.name].setdefault(f"{m}_peak_mib", Series()).values.append(peak)
+    else:
+        for c in cands:
+            if c.train_step is not None and "train" in modes:
+                with PeakMemory(dev) as mem:
+                    c.train_step(xn, y)
+                results[c.name].setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
+    for r in range(reps):
+        log(f"repetition {r + 1}/{reps}")
+        for c in cands:  # interleaved: every candidate once per repetition
+            s = results[c.name]
+            if c.infer is not None and "infer" in modes:
+                lat = _timed(lambda c=c: c.infer(x1), dev, calls=3)
+                s.setdefault("latency_ms", Series()).values.append(lat * 1e3)
+                t = _timed(lambda c=c: c.infer(xn), dev)
+                s.setdefault("infer_img_s", Series()).values.append(batch_size / t)
+            if c.train_step is not None and "train" in modes:
+                t = _timed(lambda c=c: c.train_step(xn, y), dev)
+                s.setdefault("train_img_s", Series()).values.append(batch_size / t)
+    return {
+        c.name: {"note": c.note, **{k: v.summary() for k, v in results[c.name].items()}}
+        for c in cands
+    }
+
+
+def run_benchmark(
+    name: str,
+    *,
+    image_size: int | None = None,
+    batch_size: int = 16,
+    mode: str = "both",
+    threads: int | None = None,
+    against: tuple[str, ...] | list[str] = (),
+    reps: int = 5,
+    warmup: int = 2,
+    compile_mode: str | None = None,
+    device: str = "cpu",
+    memory: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Benchmark ``name`` and its peers; returns a JSON-ready dict (see ``format_report``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    bad = [p for p in against if p not in PEERS]
+    if bad:
+        raise ValueError(f"unknown peer {bad[0]!r}; choose from {', '.join(PEERS)}")
+    for label, v, lo in (("batch_size", batch_size, 1), ("reps", reps, 1), ("warmup", warmup, 0)):
+        if not isinstance(v, int) or v < lo:
+            raise ValueError(f"{label} must be an integer >= {lo}, got {v!r}")
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    dev = torch.device(device)
+    size = image_size or effnet.data_config(name)["input_size"][-1]
+    modes = ("infer", "train") if mode == "both" else (mode,)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="effnet-bench-") as tmp:
+        cands, skipped = build_candidates(
+            name,
+            against=tuple(against),
+            modes=modes,
+            image_size=size,
+            threads=threads,
+            device=dev,
+            compile_mode=compile_mode,
+            workdir=Path(tmp),
+            log=log,
+        )
+        rows = measure(
+            cands, name, size, batch_size, modes, threads, dev, reps, warmup, memory, log
+        )
+    return {
+        "model": name,
+        "image_size": size,
+        "batch_size": batch_size,
+        "mode": mode,
+        "threads": threads,
+        "reps": reps,
+        "device": str(dev),
+        "machine": machine_info(dev),
+        "results": rows,
+        "ratios": ratios(rows),
+        "skipped": skipped,
+    }
+
+
+METRICS = {  # metric -> (label, unit, higher is better)
+    "latency_ms": ("batch-1 latency", "ms", False),
+    "infer_img_s": ("inference", "img/s", True),
+    "infer_peak_mib": ("inference peak mem", "MiB", False),
+    "train_img_s": ("training", "img/s", True),
+    "train_peak_mib": ("training peak mem", "MiB", False),
+}
+
+
+def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """effnet candidate / peer for each metric, oriented so that > 1 means effnet is better
+    (speed-ups for time and throughput); memory ratios stay effnet / peer (< 1 is less memory)."""
+    out: dict[str, dict[str, float]] = {}
+    mine = [n for n in rows if n.startswith("effnet")]
+    peers = [n for n in rows if not n.startswith("effnet")]
+    for metric, (_, _, higher) in METRICS.items():
+        for a in mine:
+            for b in peers:
+                ma, mb = rows[a].get(metric), rows[b].get(metric)
+                if not ma or not mb or not mb["median"] or not ma["median"]:
+                    continue
+                va, vb = ma["median"], mb["median"]
+                r = va / vb if higher or metric.endswith("_mib") else vb / va
+                out.setdefault(metric, {})[f"{a} / {b}"] = round(r, 3)
+    return out
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(OSError):
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for mod in ("timm", "torchvision", "onnxruntime"):
+        with contextlib.suppress(Exception):
+            import importlib.metadata as md
+
+            info[mod] = md.version(mod)
+    return info
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def format_report(res: dict[str, Any]) -> str:
+    """A plain-text table: one row per candidate, median [min-max] per metric, then the ratios."""
+    m = res["machine"]
+    lines = [
+        f"{res['model']} at {res['image_size']}px, batch {res['batch_size']}, "
+        f"{res['threads']} threads, {res['reps']} interleaved repetitions, {res['device']}",
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}"
+        + (f", load {m['load_avg_1m']}" if "load_avg_1m" in m else ""),
+        "",
+    ]
+    metrics = [k for k in METRICS if any(row.get(k) for row in res["results"].values())]
+    width = max(len(n) for n in res["results"]) + 2
+    header = f"{'candidate':<{width}}" + "".join(
+        f"{METRICS[k][0] + ' (' + METRICS[k][1] + ')':>30}" for k in metrics
+    )
+    lines.append(header)
+    for name, row in res["results"].items():
+        cells = []
+        for k in metrics:
+            s = row.get(k)
+            cells.append(
+                f"{s['median']:>10.1f} [{s['min']:.1f}-{s['max']:.1f}]".rjust(30)
+                if s
+                else " " * 29 + "-"
+            )
+        lines.append(f"{name:<{width}}" + "".join(cells))
+    if res["ratios"]:
+        lines += ["", "ratios (speed: > 1 means effnet faster; memory: effnet / peer):"]
+        for k, pairs in res["ratios"].items():
+            for pair, r in pairs.items():
+                lines.append(f"  {METRICS[k][0]:<20} {pair:<45} {r:.2f}x")
+    for note in res["skipped"]:
+        lines.append(f"skipped: {note}")
+    return "\n".join(lines)
