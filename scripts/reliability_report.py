@@ -158,11 +158,11 @@ load as before.
 only with `torch.load(weights_only=True)` and safetensors files with safetensors. The suite builds
 checkpoints whose unpickling would create a marker file (and shows that a plain `torch.load`
 does create it), then feeds them to every loading path: `load_model`, `read_model_file`,
-`read_state_file`, `read_pretrained`, `create_model(pretrained=...)`, `effnet predict`, `export`,
-`cam`, `train --pretrained` and `train --resume`. Each refuses with one line naming the class the
-pickle wanted (`it pickles builtins.exec, which could run code; refused`), and the marker never
-appears. Model files whose tensors have the wrong shape and ONNX inputs of the wrong shape or
-dtype are refused with one line naming both shapes.
+`read_state_file`, `read_pretrained`, `create_model(pretrained=...)`, `effnet predict`, `eval`,
+`export`, `cam`, `train --pretrained` and `train --resume`. Each refuses with one line
+naming what the pickle wanted to call (`it pickles exec, which could run code; refused`), and
+the marker never appears. Model files whose tensors have the wrong shape and ONNX inputs of
+the wrong shape or dtype are refused with one line naming both shapes.
 
 **Bad data.** A folder of ~3000 images, 5% of them broken or odd (zero bytes, garbage, HTML saved
 as .jpg, non-image files, truncated PNG and JPEG, a 400-megapixel and a 100-megapixel
