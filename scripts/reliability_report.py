@@ -143,7 +143,9 @@ rest) and the run resumes.
 previous file byte-for-byte unchanged and raises `WriteError`, one line that says so:
 `runs/a/checkpoint_last.pt: write failed: No space left on device (disk full: free some space and
 retry); the previous checkpoint_last.pt is unchanged`. Two processes cannot train into the same
-run folder: a lock refuses the second one (a fresh run or a `--resume`).
+run folder: a lock refuses the second one (a fresh run or a `--resume`). A run killed in the
+middle of a checkpoint write leaves a temporary `.checkpoint_last.pt.*.tmp`; the next run or
+resume in that folder deletes it once it holds the lock.
 
 **Corrupt files.** Neither safetensors nor `torch.load` notices a flipped bit in tensor data.
 effnet stores a SHA-256 of the content in every file it writes (the safetensors header key
