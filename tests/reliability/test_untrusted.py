@@ -190,6 +190,8 @@ def test_cli_paths_run_no_payload(tmp_path, figures):
             "2",
         ],
         "cam FILE": ["cam", ckpt, image, "--out", out / "cam"],
+        "eval FILE": ["eval", ckpt, "--data", "digits", "--out", out / "eval"],
+        "eval RUN": ["eval", run, "--data", "digits", "--out", out / "eval"],
     }
     for name, argv in commands.items():
         code, err = cli_in_process(argv)
