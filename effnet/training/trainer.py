@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from effnet.data.datasets import describe, load_data
-from effnet.data.loaders import eval_loader, steps_per_epoch, train_loader
+from effnet.data.loaders import steps_per_epoch, train_loader
 from effnet.training import builders as B
 from effnet.training import distributed as D
 from effnet.training import report as R
@@ -24,20 +22,16 @@ from effnet.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpo
 from effnet.training.config import TrainConfig, from_dict
 from effnet.training.faults import fault_point
 from effnet.training.lock import RunLock
-from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, train_one_epoch
 from effnet.training.optim import EMA, build_optimizer
+from effnet.training.results import epoch_row, format_row, summarize, update_best
 from effnet.training.schedule import lr_at, stage_for_epoch
-from effnet.weights.serialize import remove_stale_temps, save_model
+from effnet.training.signals import Interrupted, SignalFlag
+from effnet.weights.serialize import remove_stale_temps
 
 log = logging.getLogger("effnet.train")
 # Options a resumed run may change; everything else comes from the run's own config.
 RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "threads", "checkpoint_every")
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -50,29 +44,6 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
-
-
-class _Signals:
-    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint at the next step and exits."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def resume_config(resume: str | Path, overrides: dict | None) -> tuple[TrainConfig, dict]:
@@ -138,7 +109,7 @@ def run(
     if lock:  # a killed run may have left a half-written temp file; the lock makes removal safe
         remove_stale_temps(run_dir)
     try:
-        with _Signals() as signals:
+        with SignalFlag() as signals:
             return _train(cfg, run_dir, ckpt, dist, device, signals, data)
     finally:
         if lock:
@@ -330,16 +301,16 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
                 f"(epoch {epoch + 1}, batch {epoch_state.batches}); continue with "
                 f"effnet train --resume {run_dir}",
             )
-        row = _epoch_row(
+        row = epoch_row(
             cfg, model, ema, data, epoch, epoch_state, optimizer, stage, per_rank, dist, device, ctx
         )
         history.append(row)
-        _update_best(row, best, model, ema, run_dir, data_cfg, epoch, dist.is_main)
+        update_best(row, best, model, ema, run_dir, data_cfg, epoch, dist.is_main)
         if dist.is_main:
             R.write_metrics(run_dir, history)
         checkpoint(epoch + 1, 0, EpochState())
         fault_point("epoch_end")
-        _say(dist, _format_row(row, cfg.epochs))
+        _say(dist, format_row(row, cfg.epochs))
         if signals.received is not None:
             name = signal.Signals(signals.received).name
             raise Interrupted(
@@ -349,7 +320,7 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
                 f"{run_dir}",
             )
     wall = wall0 + time.perf_counter() - t_start
-    summary = _finish(cfg, run_dir, model, data, history, best, wall, dist, data_cfg)
+    summary = summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg)
     D.barrier()
     return summary
 
@@ -360,100 +331,6 @@ def _base_lr(cfg: TrainConfig) -> float:
 
 def _bar_enabled(cfg: TrainConfig) -> bool:
     return cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
-
-
-def _epoch_row(cfg, model, ema, data, epoch, st, optimizer, stage, per_rank, dist, device, ctx):
-    sums = D.all_sum(torch.tensor([st.loss_sum, st.images, st.skipped], dtype=torch.float64))
-    ev_loader = eval_loader(
-        data.val,
-        batch_size=max(per_rank, 64),
-        world=dist.world,
-        rank=dist.rank,
-        workers=cfg.workers,
-    )
-    ev = evaluate(model, ev_loader, device, data.num_classes, ctx.amp_dtype, cfg.channels_last)
-    row = {
-        "epoch": epoch + 1,
-        "stage": stage.index + 1,
-        "image_size": stage.image_size,
-        "lr": optimizer.param_groups[0]["lr"],
-        "train_loss": float(sums[0] / max(1.0, float(sums[1]))),
-        "train_images_per_s": float(sums[1]) / max(1e-9, st.seconds),
-        "skipped_images": int(sums[2]),
-        "val_loss": ev["loss"],
-        "val_top1": ev["top1"],
-        "val_top5": ev["top5"],
-    }
-    if ema is not None:
-        ev_e = evaluate(
-            ema.module, ev_loader, device, data.num_classes, ctx.amp_dtype, cfg.channels_last
-        )
-        row.update(val_top1_ema=ev_e["top1"], val_top5_ema=ev_e["top5"])
-    return row
-
-
-def _update_best(row, best, model, ema, run_dir, data_cfg, epoch, save: bool) -> None:
-    use_ema = ema is not None and row["val_top1_ema"] > row["val_top1"]
-    top1 = row["val_top1_ema"] if use_ema else row["val_top1"]
-    if top1 > best["top1"]:
-        top5 = row["val_top5_ema"] if use_ema else row["val_top5"]
-        best.update(top1=top1, top5=top5, epoch=epoch + 1, weights="ema" if use_ema else "raw")
-        if not save:
-            return
-        src = ema.module if use_ema else model
-        src.class_names = model.class_names
-        save_model(
-            src,
-            run_dir / "model_best.safetensors",
-            class_names=model.class_names,
-            data_config=data_cfg,
-            epoch=epoch + 1,
-            top1=top1,
-        )
-
-
-def _format_row(row: dict, epochs: int) -> str:
-    ema = f"  ema {row['val_top1_ema']:.2f}" if "val_top1_ema" in row else ""
-    return (
-        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  val top-1 "
-        f"{row['val_top1']:.2f}  top-5 {row['val_top5']:.2f}{ema}  lr {row['lr']:.3g}  "
-        f"{row['train_images_per_s']:.0f} img/s"
-    )
-
-
-def _finish(cfg, run_dir, model, data, history, best, wall, dist, data_cfg) -> dict:
-    last = history[-1]
-    train_images = sum(len(data.train) // cfg.batch_size * cfg.batch_size for _ in history)
-    ips = [r["train_images_per_s"] for r in history]
-    summary = {
-        "run_dir": str(run_dir),
-        "model": cfg.model,
-        "data": data.source,
-        "classes": data.num_classes,
-        "epochs": len(history),
-        "best_top1": best["top1"],
-        "best_top5": best.get("top5"),
-        "best_epoch": best.get("epoch"),
-        "best_weights": best.get("weights"),
-        "final_top1": last["val_top1"],
-        "final_top5": last["val_top5"],
-        "final_top1_ema": last.get("val_top1_ema"),
-        "wall_time_s": round(wall, 2),
-        "images_per_s": round(sum(ips) / len(ips), 1),
-        "train_images_seen": train_images,
-        "skipped_files": len(data.skipped),
-    }
-    if dist.is_main:
-        save_model(
-            model,
-            run_dir / "model_last.safetensors",
-            class_names=data.class_names,
-            data_config=data_cfg,
-            epoch=len(history),
-        )
-        R.write_json(run_dir / R.SUMMARY, summary)
-        R.plot_curves(run_dir, history)
-    return summary
 
 
 def _write_yaml(path: Path, obj: dict) -> None:
