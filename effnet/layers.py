@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.perf.fused import MemoryEfficientSiLU, bn_silu, bn_silu_eligible, fast_ops
+from effnet.perf.fused import (
+    MemoryEfficientSiLU,
+    bn_silu,
+    bn_silu_eligible,
+    exporting,
+    fast_ops,
+)
 
 # Every activation here follows a conv or BN whose output nothing else reads, so the ReLUs may
 # work in place (their backward needs only the result); SiLU is the memory-lean variant.
@@ -163,7 +169,9 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        # Exported graphs get GlobalAveragePool: ONNX Runtime keeps it in its blocked (NCHWc)
+        # layout, while ReduceMean forces a layout round trip around every SE.
+        s = F.adaptive_avg_pool2d(x, 1) if exporting() else x.mean((2, 3), keepdim=True)
         return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
 

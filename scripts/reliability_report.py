@@ -143,7 +143,9 @@ rest) and the run resumes.
 previous file byte-for-byte unchanged and raises `WriteError`, one line that says so:
 `runs/a/checkpoint_last.pt: write failed: No space left on device (disk full: free some space and
 retry); the previous checkpoint_last.pt is unchanged`. Two processes cannot train into the same
-run folder: a lock refuses the second one (a fresh run or a `--resume`).
+run folder: a lock refuses the second one (a fresh run or a `--resume`). A run killed in the
+middle of a checkpoint write leaves a temporary `.checkpoint_last.pt.*.tmp`; the next run or
+resume in that folder deletes it once it holds the lock.
 
 **Corrupt files.** Neither safetensors nor `torch.load` notices a flipped bit in tensor data.
 effnet stores a SHA-256 of the content in every file it writes (the safetensors header key
@@ -158,11 +160,11 @@ load as before.
 only with `torch.load(weights_only=True)` and safetensors files with safetensors. The suite builds
 checkpoints whose unpickling would create a marker file (and shows that a plain `torch.load`
 does create it), then feeds them to every loading path: `load_model`, `read_model_file`,
-`read_state_file`, `read_pretrained`, `create_model(pretrained=...)`, `effnet predict`, `export`,
-`cam`, `train --pretrained` and `train --resume`. Each refuses with one line naming the class the
-pickle wanted (`it pickles builtins.exec, which could run code; refused`), and the marker never
-appears. Model files whose tensors have the wrong shape and ONNX inputs of the wrong shape or
-dtype are refused with one line naming both shapes.
+`read_state_file`, `read_pretrained`, `create_model(pretrained=...)`, `effnet predict`, `eval`,
+`export`, `cam`, `train --pretrained` and `train --resume`. Each refuses with one line
+naming what the pickle wanted to call (`it pickles exec, which could run code; refused`), and
+the marker never appears. Model files whose tensors have the wrong shape and ONNX inputs of
+the wrong shape or dtype are refused with one line naming both shapes.
 
 **Bad data.** A folder of ~3000 images, 5% of them broken or odd (zero bytes, garbage, HTML saved
 as .jpg, non-image files, truncated PNG and JPEG, a 400-megapixel and a 100-megapixel

@@ -68,6 +68,13 @@ def test_bad_layer_and_target():
         camlib.cam(_tiny(num_classes=0), torch.randn(1, 3, 64, 64))
 
 
+def test_flat_map_overlays_uniformly():
+    # A 1x1 map (32 px input, stride 32) has no spatial information: one uniform tint.
+    img = Image.new("RGB", (64, 64), "gray")
+    arr = np.asarray(camlib.overlay(img, torch.full((1, 1), 3.7)))
+    assert (arr == arr[0, 0]).all()
+
+
 def test_overlay_and_grid_sizes():
     img = Image.new("RGB", (80, 60), "gray")
     ov = camlib.overlay(img, torch.rand(3, 4))
@@ -136,6 +143,7 @@ def test_cli_gradcam_layer(models_and_images, tmp_path, capsys):
         (["missing.png"], "no such image file"),
         ([], "no image given"),
         (["chelsea.png", "--target", "tabby"], "unknown target class"),
+        (["efficientnet_b0", "chelsea.png"], "random weights"),
     ],
 )
 def test_cli_bad_input_one_line(models_and_images, tmp_path, extra, msg, capsys):

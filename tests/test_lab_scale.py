@@ -100,6 +100,9 @@ def test_compound_phi_and_ratios():
     assert s["macs_ratio"] == pytest.approx(s["macs"] / s["base_macs"])
     b1 = scale("efficientnet_b0", depth=1.1)  # registered model: its own coefficients multiply
     assert b1["macs"] == effnet.model_info("efficientnet_b1", 224)["macs"]
+    assert (b1["total_depth"], b1["total_width"]) == pytest.approx((1.1, 1.0))
+    b3 = scale("efficientnet_b3", width=1.0)
+    assert (b3["total_depth"], b3["total_width"]) == pytest.approx((1.4, 1.2))
     assert effnet.scale is scale
 
 

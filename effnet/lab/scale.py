@@ -193,6 +193,9 @@ def scale(
         **co,
         "image_size": px,
         "base_image_size": res0,
+        # Absolute multipliers against the family's unscaled spec (B3: width 1.2, depth 1.4).
+        "total_depth": d0 * d,
+        "total_width": w0 * w,
         **scaled,
         "base_params": ref["params"],
         "base_macs": ref["macs"],

@@ -139,6 +139,8 @@ def sweep(
                     "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
                     "wall_time_s": sum(x.get("wall_time_s") or 0 for x in rows),
                     "run_dirs": [x.get("run_dir") for x in rows],
+                    "run_wall_s": [x.get("wall_time_s") for x in rows],
+                    "reused": [bool(x.get("reused")) for x in rows],
                 }
             )
         curves[dim] = curve

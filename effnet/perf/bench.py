@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
+from effnet.perf.fused import plain_ops
 from effnet.perf.optimize import optimize_for_inference
 
 PEERS = ("timm", "torchvision", "onnxruntime")
@@ -335,14 +336,31 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def effnet_variant(name: str, kind: str) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    """effnet built as ``kind`` says: "effnet" plus flags "optimized" (optimize_for_inference),
+    "plain" (fast paths off), "cl" (channels-last forced on), "nchw" (off), "ckpt" (gradient
+    checkpointing). Returns the model and the context its calls must run in."""
+    flags = set(kind.split()[1:])
+    unknown = flags - {"optimized", "plain", "cl", "nchw", "ckpt"}
+    if unknown:
+        raise ValueError(f"unknown effnet variant flag(s) {sorted(unknown)} in {kind!r}")
+    model = effnet.create_model(name)
+    if "optimized" in flags:
+        model = optimize_for_inference(model, channels_last=False if "nchw" in flags else None)
+    if "cl" in flags or "nchw" in flags:
+        model.channels_last = "cl" in flags
+    if "ckpt" in flags:
+        model.set_grad_checkpointing(True)
+    return model, (plain_ops() if "plain" in flags else contextlib.nullcontext())
+
+
 def _probe(kind: str, name: str, size: int, batch: int, mode: str, threads: int) -> float | None:
     """Peak memory (MiB) of one inference or training step of one candidate, in this process."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    if kind in ("effnet", "effnet optimized"):
-        model = effnet.create_model(name)
-        if kind == "effnet optimized":
-            model = optimize_for_inference(model)
+    ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if kind.startswith("effnet"):
+        model, ctx = effnet_variant(name, kind)
     else:
         model = (_build_timm if kind == "timm" else _build_torchvision)(name, 1000)
     x = torch.randn(batch, 3, size, size)
@@ -359,7 +377,7 @@ def _probe(kind: str, name: str, size: int, batch: int, mode: str, threads: int)
             run(x)
 
     cpu = torch.device("cpu")
-    with _exact_rss():
+    with _exact_rss(), ctx:
         work()  # allocate optimizer state, pick kernels
         with PeakMemory(cpu) as mem:
             work()
@@ -416,6 +434,70 @@ def _timed(fn: Callable[[], Any], device: torch.device, calls: int = 1) -> float
     return (time.perf_counter() - t0) / calls
 
 
+def measure(
+    cands: list[Candidate],
+    name: str,
+    size: int,
+    batch_size: int,
+    modes: tuple[str, ...],
+    threads: int,
+    dev: torch.device,
+    reps: int,
+    warmup: int,
+    memory: bool,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Warm up, measure peak memory, time ``reps`` interleaved rounds; one row per candidate."""
+    x1 = torch.randn(1, 3, size, size, device=dev)
+    xn = torch.randn(batch_size, 3, size, size, device=dev)
+    y = torch.randint(0, 1000, (batch_size,), device=dev)
+    results: dict[str, dict[str, Series]] = {c.name: {} for c in cands}
+    # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
+    log(f"warm-up ({warmup} rounds)")
+    for c in cands:
+        for _ in range(warmup):
+            if c.infer is not None and "infer" in modes:
+                c.infer(x1)
+                c.infer(xn)
+            if c.train_step is not None and "train" in modes:
+                c.train_step(xn, y)
+    # Peak memory: each candidate once in a fresh process (allocations are deterministic;
+    # in this process the other candidates' allocator and oneDNN caches would blur it).
+    if not memory:
+        pass
+    elif dev.type == "cpu":
+        log("memory pass (one fresh process per candidate)")
+        for c in cands:
+            for m in modes:
+                if c.probe is None or (c.infer if m == "infer" else c.train_step) is None:
+                    continue
+                peak = _probe_in_subprocess(c.probe, name, size, batch_size, m, threads, log)
+                if peak is not None:
+                    results[c.name].setdefault(f"{m}_peak_mib", Series()).values.append(peak)
+    else:
+        for c in cands:
+            if c.train_step is not None and "train" in modes:
+                with PeakMemory(dev) as mem:
+                    c.train_step(xn, y)
+                results[c.name].setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
+    for r in range(reps):
+        log(f"repetition {r + 1}/{reps}")
+        for c in cands:  # interleaved: every candidate once per repetition
+            s = results[c.name]
+            if c.infer is not None and "infer" in modes:
+                lat = _timed(lambda c=c: c.infer(x1), dev, calls=3)
+                s.setdefault("latency_ms", Series()).values.append(lat * 1e3)
+                t = _timed(lambda c=c: c.infer(xn), dev)
+                s.setdefault("infer_img_s", Series()).values.append(batch_size / t)
+            if c.train_step is not None and "train" in modes:
+                t = _timed(lambda c=c: c.train_step(xn, y), dev)
+                s.setdefault("train_img_s", Series()).values.append(batch_size / t)
+    return {
+        c.name: {"note": c.note, **{k: v.summary() for k, v in results[c.name].items()}}
+        for c in cands
+    }
+
+
 def run_benchmark(
     name: str,
     *,
@@ -461,56 +543,9 @@ def run_benchmark(
             workdir=Path(tmp),
             log=log,
         )
-        x1 = torch.randn(1, 3, size, size, device=dev)
-        xn = torch.randn(batch_size, 3, size, size, device=dev)
-        y = torch.randint(0, 1000, (batch_size,), device=dev)
-        results: dict[str, dict[str, Series]] = {c.name: {} for c in cands}
-        # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
-        log(f"warm-up ({warmup} rounds)")
-        for c in cands:
-            for _ in range(warmup):
-                if c.infer is not None and "infer" in modes:
-                    c.infer(x1)
-                    c.infer(xn)
-                if c.train_step is not None and "train" in modes:
-                    c.train_step(xn, y)
-        # Peak memory: each candidate once in a fresh process (allocations are deterministic;
-        # in this process the other candidates' allocator and oneDNN caches would blur it).
-        if not memory:
-            pass
-        elif dev.type == "cpu":
-            log("memory pass (one fresh process per candidate)")
-            for c in cands:
-                for m in modes:
-                    if c.probe is None or (c.infer if m == "infer" else c.train_step) is None:
-                        continue
-                    peak = _probe_in_subprocess(c.probe, name, size, batch_size, m, threads, log)
-                    if peak is not None:
-                        results[c.name].setdefault(f"{m}_peak_mib", Series()).values.append(peak)
-        else:
-            for c in cands:
-                if c.train_step is not None and "train" in modes:
-                    with PeakMemory(dev) as mem:
-                        c.train_step(xn, y)
-                    results[c.name].setdefault("train_peak_mib", Series()).values.append(
-                        mem.peak_mib
-                    )
-        for r in range(reps):
-            log(f"repetition {r + 1}/{reps}")
-            for c in cands:  # interleaved: every candidate once per repetition
-                s = results[c.name]
-                if c.infer is not None and "infer" in modes:
-                    lat = _timed(lambda c=c: c.infer(x1), dev, calls=3)
-                    s.setdefault("latency_ms", Series()).values.append(lat * 1e3)
-                    t = _timed(lambda c=c: c.infer(xn), dev)
-                    s.setdefault("infer_img_s", Series()).values.append(batch_size / t)
-                if c.train_step is not None and "train" in modes:
-                    t = _timed(lambda c=c: c.train_step(xn, y), dev)
-                    s.setdefault("train_img_s", Series()).values.append(batch_size / t)
-    rows = {
-        c.name: {"note": c.note, **{k: v.summary() for k, v in results[c.name].items()}}
-        for c in cands
-    }
+        rows = measure(
+            cands, name, size, batch_size, modes, threads, dev, reps, warmup, memory, log
+        )
     return {
         "model": name,
         "image_size": size,

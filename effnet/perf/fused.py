@@ -181,9 +181,9 @@ def bn_silu_eligible(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
         # Under torch.compile the plain ops fuse and recompute on their own.
         and not torch.compiler.is_compiling()
         and x.dim() == 4
-        # Under autocast x is bf16/fp16 while BN keeps fp32 weights; the ATen backward needs one
-        # dtype, so mixed precision takes the plain ops (found by tests/reliability autocast).
+        # Mixed precision keeps the plain ops (their dtype rules are autocast's to decide).
         and x.dtype == bn.weight.dtype
+        and not torch.is_autocast_enabled(x.device.type)
     )
 
 

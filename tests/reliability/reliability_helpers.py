@@ -47,7 +47,15 @@ def _context():
     global _ctx
     if _ctx is None:
         import multiprocessing as mp
+        import os
+        from pathlib import Path
 
+        # The server is a fresh interpreter: put this checkout first so that it, and every run
+        # forked from it, imports this effnet rather than an installed one.
+        root = str(Path(__file__).resolve().parents[2])
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        )
         _ctx = mp.get_context("forkserver")
         _ctx.set_forkserver_preload(["torch", "effnet.training.trainer", "effnet.data.datasets"])
     return _ctx
@@ -249,3 +257,20 @@ def train_poisoned(config: dict, kind: str, step: int, message_file) -> int:
     p.start()
     p.join(600)
     return p.exitcode
+
+
+def cli_in_process(argv) -> tuple[int, str]:
+    """Run ``effnet ARGV`` in this process: (exit status, what it printed on stderr)."""
+    import contextlib
+    import io
+
+    from effnet.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+    return code, err.getvalue()
+

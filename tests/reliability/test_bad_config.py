@@ -7,16 +7,13 @@ model (so invalid ``model_kwargs`` are caught too) and then stops: an invalid co
 reached it would be a test failure.
 """
 
-import contextlib
-import io
 from pathlib import Path
 from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from effnet.cli import main
+from reliability_helpers import cli_in_process
 
 # option -> invalid values (as they would be typed). Flags exist for most options.
 INVALID = {
@@ -134,17 +131,8 @@ def _argv(options: dict, how: str, tmp: Path) -> list[str]:
 
 
 def _run(argv) -> tuple[int, str]:
-    err = io.StringIO()
-    with (
-        mock.patch("effnet.training.trainer.run", _stub_run),
-        contextlib.redirect_stderr(err),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        try:
-            code = main(argv)
-        except SystemExit as e:  # argparse usage errors
-            code = e.code
-    return code, err.getvalue()
+    with mock.patch("effnet.training.trainer.run", _stub_run):
+        return cli_in_process(argv)
 
 
 def _assert_one_line_naming(code, err, names, argv):
@@ -257,18 +245,8 @@ def test_bad_data_folders_are_one_line_before_training(tmp_path, layout, figures
             (data / cls).mkdir()
             (data / cls / "notes.txt").write_text("hello")
     argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--progress", "none"]
-    code, err = _run_real(argv)
+    code, err = cli_in_process(argv)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert str(data) in err
     assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
     figures("bad_input", f"bad data folder: {layout}")
-
-
-def _run_real(argv):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()

@@ -61,26 +61,37 @@ def _locked(path) -> bool:
     return False
 
 
+def _wait_for(condition, proc, what):
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert time.monotonic() < deadline and proc.is_alive(), f"the first run never {what}"
+        time.sleep(0.02)
+
+
 def test_second_run_on_same_folder_is_refused(tmp_path, reference_runs, figures):
+    """The first run is paused (SIGSTOP) while the others try, so the timing cannot vary."""
     run = tmp_path / "run"
     first = start_training({**TINY_RUN, "out": str(run)})
-    deadline = time.monotonic() + 120
-    while not ((run / ".lock").exists() and _locked(run / ".lock")):
-        assert time.monotonic() < deadline and first.is_alive(), "first run never took the lock"
-        time.sleep(0.02)
     refusals = []
-    for attempt in (
-        lambda: effnet.train(**{**TINY_RUN, "out": str(run)}),  # a fresh run on the same --out
-        lambda: effnet.train(resume=run),  # a resume while the first is still running
-    ):
-        with pytest.raises(ValueError) as e:
-            attempt()
-        refusals.append(str(e.value))
+
+    def refused(attempt):
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(ValueError) as e:
+                attempt()
+            refusals.append(str(e.value))
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+
+    _wait_for(lambda: (run / ".lock").exists() and _locked(run / ".lock"), first, "took the lock")
+    refused(lambda: effnet.train(**{**TINY_RUN, "out": str(run)}))  # a fresh run on its --out
+    _wait_for(lambda: (run / "checkpoint_last.pt").exists(), first, "wrote a checkpoint")
+    refused(lambda: effnet.train(resume=run))  # a resume while the first is still running
     first.join(300)
     assert first.exitcode == 0
     for msg in refusals:
         assert "\n" not in msg and str(run) in msg
-    assert any("in use by another training process" in m for m in refusals)
+    assert "in use by another training process" in refusals[-1]
     assert_same_run(reference_runs["tiny"], run)  # the first run was not disturbed
     figures("fault", "two runs on one folder", count=len(refusals))
     figures("files_lost", "two runs on one folder", count=0)

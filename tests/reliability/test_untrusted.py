@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 import torch
-from reliability_helpers import tiny_model
+from reliability_helpers import cli_in_process, tiny_model
 
 import effnet
 from effnet.weights import read_pretrained
@@ -138,21 +138,6 @@ def test_safetensors_with_wrong_shapes_are_refused(tmp_path, key, shape, figures
     figures("bad_input", f"wrong shape {key} {shape}", count=2)
 
 
-def _cli(argv):
-    import contextlib
-    import io
-
-    from effnet.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()
-
-
 def _resumable_run(tmp_path, marker):
     """A run folder whose checkpoint has every key --resume needs, plus the payload."""
     model = tiny_model()
@@ -205,9 +190,11 @@ def test_cli_paths_run_no_payload(tmp_path, figures):
             "2",
         ],
         "cam FILE": ["cam", ckpt, image, "--out", out / "cam"],
+        "eval FILE": ["eval", ckpt, "--data", "digits", "--out", out / "eval"],
+        "eval RUN": ["eval", run, "--data", "digits", "--out", out / "eval"],
     }
     for name, argv in commands.items():
-        code, err = _cli(argv)
+        code, err = cli_in_process(argv)
         assert code == 2, (name, err)
         assert err.count("\n") == 1 and "Traceback" not in err, (name, err)
         assert "could run code" in err, (name, err)  # refused for the right reason
@@ -262,7 +249,7 @@ def test_damaged_onnx_files_are_refused(tmp_path, figures):
         with pytest.raises(ValueError) as e:
             load_onnx(bad)
         assert "\n" not in str(e.value) and str(bad) in str(e.value), what
-        code, err = _cli(["predict", bad, tmp_path])
+        code, err = cli_in_process(["predict", bad, tmp_path])
         assert code == 2 and err.count("\n") == 1, (what, err)
         figures("bad_input", f"{what} ONNX file")
     assert not marker.exists()
