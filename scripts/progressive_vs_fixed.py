@@ -38,7 +38,8 @@ def one(name: str, epochs: int, seed: int, tmp: Path, **over) -> dict:
         out=str(tmp / f"{name}-{seed}"),
         **over,
     )
-    rows = [json.loads(x) for x in (tmp / f"{name}-{seed}" / "metrics.jsonl").read_text().split()]
+    lines = (tmp / f"{name}-{seed}" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
     return {
         "name": name,
         "seed": seed,

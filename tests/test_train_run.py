@@ -277,3 +277,34 @@ def test_progressive_run_grows_size_and_regularisation_per_stage(tmp_path, capsy
     rows = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     assert [r["image_size"] for r in rows] == [32, 40, 48]
     assert [r["stage"] for r in rows] == [1, 2, 3]
+
+
+def test_recipe_options_run_together(tmp_path):
+    """The paper-style recipe switches all work in one short run (bf16 autocast on CPU)."""
+    s = train(
+        **{
+            **TINY,
+            "out": str(tmp_path / "r"),
+            "epochs": 1,
+            "max_train_samples": 96,
+            "optimizer": "rmsprop",
+            "lr": 0.016,
+            "lr_per_256": True,
+            "schedule": "exponential",
+            "warmup_epochs": 0.5,
+            "ema_decay": 0.99,
+            "amp": "bf16",
+            "channels_last": True,
+            "grad_checkpointing": True,
+            "clip_grad": 1.0,
+            "augment": "randaugment",
+            "mixup_alpha": 0.2,
+            "cutmix_alpha": 1.0,
+            "label_smoothing": 0.1,
+            "workers": 1,
+            "drop_rate": 0.3,
+        }
+    )
+    assert s["epochs"] == 1 and s["final_top1_ema"] is not None
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["optimizer"] == "rmsprop" and cfg["amp"] == "bf16"

@@ -26,6 +26,12 @@ def build_model(cfg: TrainConfig, num_classes: int, class_names: list[str]) -> n
         )
     except TypeError as e:  # a model_kwargs key create_model does not take
         raise ValueError(f"model_kwargs {cfg.model_kwargs!r} not accepted: {e}") from None
+    if cfg.pretrained is not None:
+        # A new head on pretrained features: start near zero so the first steps do not push
+        # large gradients from random logits into the pretrained backbone.
+        head = model.get_classifier()
+        nn.init.normal_(head.weight, std=0.01)
+        nn.init.zeros_(head.bias)
     data_cfg = dict(model.pretrained_cfg)
     data_cfg["input_size"] = (3, cfg.image_size, cfg.image_size)
     if cfg.crop_pct is not None:
