@@ -107,3 +107,12 @@ def test_cli_bad_flags_are_one_line_errors(args, needle, tmp_path, capsys, monke
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_short_run_shortens_an_inherited_warmup_but_not_an_explicit_one():
+    from effnet.training.config import resolve_config
+
+    assert resolve_config("digits", {"epochs": 1}).warmup_epochs == 0.5
+    assert resolve_config("digits", {"epochs": 30}).warmup_epochs == 1
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        resolve_config("digits", {"epochs": 1, "warmup_epochs": 2})

@@ -125,9 +125,21 @@ def resolve_config(
     values: dict[str, Any] = {}
     if yaml_path is not None:
         values.update(load_yaml(yaml_path))
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            values[k] = v
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
+    # `--epochs 1` on a config with a 1-epoch warmup: shorten the inherited warmup to half the
+    # run instead of refusing; a warmup the user set explicitly is still validated as given.
+    warmup = values.get("warmup_epochs", TrainConfig.warmup_epochs)
+    epochs = values.get("epochs")
+    if (
+        "epochs" in given
+        and "warmup_epochs" not in given
+        and _num(warmup)
+        and _num(epochs)
+        and epochs > 0
+        and warmup >= epochs
+    ):
+        values["warmup_epochs"] = epochs / 2
     return from_dict(values)
 
 

@@ -322,6 +322,14 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
     wall = wall0 + time.perf_counter() - t_start
     summary = summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg)
     D.barrier()
+    if signals.received is not None:
+        # A signal after the last epoch's check (e.g. while the summary is written) still stops
+        # the caller: the run is complete and checkpointed, but the user asked to stop.
+        raise Interrupted(
+            signals.received,
+            f"{signal.Signals(signals.received).name} received after the last epoch; "
+            f"the run in {run_dir} is complete (summary.json written)",
+        )
     return summary
 
 
