@@ -212,6 +212,18 @@ def main(args) -> int:
     except Interrupted as e:
         print(f"effnet train: {e}", file=sys.stderr)
         return e.exit_code
+    except RuntimeError as e:  # torch.distributed.DistBackendError is a RuntimeError
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or getattr(args, "debug", False):
+            raise
+        # Under torchrun a dead peer surfaces here as a gloo/nccl error: say so in one line;
+        # the last checkpoint is intact and --resume continues.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(
+            f"effnet train: rank {os.environ.get('RANK', '?')}: a peer process failed "
+            f"({first[:200]}); continue with --resume RUN_DIR",
+            file=sys.stderr,
+        )
+        return 1
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for everyone
         return 0
     if args.json:
