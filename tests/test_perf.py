@@ -298,4 +298,6 @@ def test_torch_compile_inference_and_training_match_eager():
     b(x).square().mean().backward()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         err = (pa.grad - pb.grad).abs().max().item()
-        assert err < TOL * max(1.0, pb.grad.abs().max().item()), f"{name}: grad diff {err:.3g}"
+        # Gradients are sums over batch and space, reduced in another order once compiled
+        # (BN weight gradients differ by ~1e-4 relative), hence the looser bound here.
+        assert err < 1e-3 * max(1.0, pb.grad.abs().max().item()), f"{name}: grad diff {err:.3g}"
