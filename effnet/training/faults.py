@@ -3,12 +3,15 @@
 Named points: data, forward, backward, optimizer_step, eval, checkpoint_write, stage_boundary,
 epoch_end, ema_update, after_resume. When the variable is unset the cost is one dict lookup.
 ``EFFNET_FAULT_RANK=r`` limits the fault to the process of that torchrun rank (one rank dies).
+``EFFNET_FAULT_MARK=path`` appends "<unix time> <pid>" to that file just before the kill, so a test
+can time what happens after it without polling processes.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 POINTS = (
     "data",
@@ -51,4 +54,8 @@ def fault_point(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == target[1]:
+        mark = os.environ.get("EFFNET_FAULT_MARK")
+        if mark:
+            with open(mark, "a") as f:
+                f.write(f"{time.time()} {os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
