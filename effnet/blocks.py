@@ -11,6 +11,15 @@ from effnet.scaling import BlockPlan
 SHORTCUTS = ("identity", "projection")
 
 
+def _hooked(block: nn.Module) -> bool:
+    """Whether a forward hook (feature tap, CAM, MAC counter) may be holding an activation."""
+    from torch.nn.modules import module as m
+
+    if m._global_forward_hooks or m._global_forward_pre_hooks:
+        return True
+    return any(mod._forward_hooks for mod in block.modules())
+
+
 class _Residual(nn.Module):
     """Shared residual logic: identity add when shapes allow, optional 1x1 projection otherwise."""
 
@@ -23,7 +32,7 @@ class _Residual(nn.Module):
             if self.has_skip and not p.has_identity
             else nn.Identity()
         )
-        self.drop_path = DropPath(p.drop_path) if self.has_skip else nn.Identity()
+        self.drop_path = DropPath(p.drop_path)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -31,7 +40,8 @@ class _Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(x)
         if self.has_skip:
-            out = self.drop_path(out) + self.shortcut(x)
+            # In inference the branch output is read by nobody else, unless a hook holds it.
+            out = self.drop_path.add(out, self.shortcut(x), in_place=not _hooked(self))
         return out
 
 

@@ -192,5 +192,17 @@ class DropPath(nn.Module):
         # Scale the (B, 1, 1, 1) mask, not the activation: one full-size product instead of two.
         return x * mask.div_(keep)
 
+    def add(self, x: torch.Tensor, skip: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """``self(x) + skip`` in one pass: the residual add of a block whose branch is ``x``.
+        ``in_place`` lets a caller that owns ``x`` (nobody else reads it) reuse its buffer."""
+        if self.p == 0.0 or not self.training:
+            if in_place and fast_ops() and not (torch.is_grad_enabled() and x.requires_grad):
+                return x.add_(skip)
+            return x + skip
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        # skip + x * mask / keep; autograd keeps only the (B, 1, 1, 1) mask for backward.
+        return torch.addcmul(skip, x, mask.div_(keep))
+
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"

@@ -245,6 +245,17 @@ def build_candidates(
             probe="effnet",
         )
     )
+    if "train" in modes:
+        lean = _train_copy(model)
+        lean.set_activation_recompute(True)
+        cands.append(
+            Candidate(
+                "effnet lean",
+                train_step=_sgd_step(lean),
+                note="training with activation recompute (SiLU(BN(x)) rebuilt in backward)",
+                probe="effnet recompute",
+            )
+        )
     if "infer" in modes:
         cands.append(
             Candidate(
@@ -339,9 +350,10 @@ def _importable(module: str) -> bool:
 def effnet_variant(name: str, kind: str) -> tuple[nn.Module, contextlib.AbstractContextManager]:
     """effnet built as ``kind`` says: "effnet" plus flags "optimized" (optimize_for_inference),
     "plain" (fast paths off), "cl" (channels-last forced on), "nchw" (off), "ckpt" (gradient
-    checkpointing). Returns the model and the context its calls must run in."""
+    checkpointing), "recompute" (activation recompute). Returns the model and the context its
+    calls must run in."""
     flags = set(kind.split()[1:])
-    unknown = flags - {"optimized", "plain", "cl", "nchw", "ckpt"}
+    unknown = flags - {"optimized", "plain", "cl", "nchw", "ckpt", "recompute"}
     if unknown:
         raise ValueError(f"unknown effnet variant flag(s) {sorted(unknown)} in {kind!r}")
     model = effnet.create_model(name)
@@ -351,6 +363,8 @@ def effnet_variant(name: str, kind: str) -> tuple[nn.Module, contextlib.Abstract
         model.channels_last = "cl" in flags
     if "ckpt" in flags:
         model.set_grad_checkpointing(True)
+    if "recompute" in flags:
+        model.set_activation_recompute(True)
     return model, (plain_ops() if "plain" in flags else contextlib.nullcontext())
 
 

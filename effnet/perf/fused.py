@@ -66,11 +66,9 @@ class _SiLUFn(torch.autograd.Function):
 
 
 def _silu_grad(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """grad * SiLU'(y) = grad * s * (1 + y * (1 - s)), s = sigmoid(y), computed in y's buffer:
-    the backward of the largest layer sets the training peak, so no extra full-size temporaries."""
-    s = torch.sigmoid(y)
-    y.addcmul_(y, s, value=-1.0).add_(1.0).mul_(s).mul_(grad)
-    return y
+    """grad * SiLU'(y), written over y (a buffer of our own) by ATen's fused kernel: one pass, and
+    no full-size temporary in the backward of the largest layer, which sets the training peak."""
+    return torch.ops.aten.silu_backward.grad_input(grad, y, grad_input=y)
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:
@@ -93,16 +91,15 @@ class MemoryEfficientSiLU(nn.Module):
 class _BNSiLUFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        invstd = torch.rsqrt(var + eps)
-        n = x.numel() // x.size(1)
-        # nn.BatchNorm's update: exponential average of the mean and the unbiased variance.
-        running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
-        running_var.mul_(1.0 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+        # ATen's own training BN: batch statistics, the running-average update (unbiased
+        # variance, as nn.BatchNorm) and the normalized output in its vectorized kernels.
+        out, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, momentum, eps
+        )
+        out = F.silu(out, inplace=True)
         shape = (1, -1, 1, 1)
         scale = (weight * invstd).reshape(shape)
         shift = (bias - mean * scale.flatten()).reshape(shape)
-        out = F.silu(_affine(x, scale, shift), inplace=True)
         ctx.save_for_backward(x, weight, mean, invstd, scale, shift)
         ctx.eps = eps
         if _recipes is not None:
@@ -115,11 +112,29 @@ class _BNSiLUFn(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, mean, invstd, scale, shift = ctx.saved_tensors
         grad_y = _silu_grad(_affine(x, scale, shift), grad)
-        mask = list(ctx.needs_input_grad[:3])
-        dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-            grad_y, x, weight, None, None, mean, invstd, True, ctx.eps, mask
+        # The input gradient overwrites grad_y (our own buffer): ATen reduces grad_y first and
+        # then writes each element after reading it, so this is exact and saves an allocation.
+        dw, db = torch.empty_like(weight), torch.empty_like(weight)
+        dx, dw, db = torch.ops.aten.native_batch_norm_backward.out(
+            grad_y,
+            x,
+            weight,
+            None,
+            None,
+            mean,
+            invstd,
+            True,
+            ctx.eps,
+            [True, True, True],
+            out0=grad_y,
+            out1=dw,
+            out2=db,
         )
-        return dx, dw, db, None, None, None, None
+        grads = [
+            g if need else None
+            for g, need in zip((dx, dw, db), ctx.needs_input_grad[:3], strict=True)
+        ]
+        return (*grads, None, None, None, None)
 
 
 def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
