@@ -172,7 +172,35 @@ class SqueezeExcite(nn.Module):
         # Exported graphs get GlobalAveragePool: ONNX Runtime keeps it in its blocked (NCHWc)
         # layout, while ReduceMean forces a layout round trip around every SE.
         s = F.adaptive_avg_pool2d(x, 1) if exporting() else x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        if torch.is_grad_enabled() and fast_ops() and not torch.compiler.is_compiling():
+            return channel_scale(x, gate)
+        return x * gate
+
+
+class _ChannelScaleFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, gate)
+        return x * gate
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, gate = ctx.saved_tensors
+        need_x, need_gate = ctx.needs_input_grad
+        if not need_gate:
+            return grad * gate, None
+        # One full-size buffer instead of autograd's two: grad * x is reduced to the gate's
+        # gradient, then the same buffer receives the input gradient.
+        buf = torch.mul(grad, x)
+        dgate = buf.sum((2, 3), keepdim=True, dtype=gate.dtype)
+        dx = torch.mul(grad, gate, out=buf) if need_x else None
+        return dx, dgate
+
+
+def channel_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``x * gate`` for a (N, C, 1, 1) gate, with a backward that allocates one map, not two."""
+    return _ChannelScaleFn.apply(x, gate)
 
 
 class DropPath(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import effnet
-from effnet.layers import ConvBNAct
+from effnet.layers import ConvBNAct, DropPath, channel_scale
 from effnet.perf.fused import MemoryEfficientSiLU, bn_silu, plain_ops, silu
 from effnet.perf.optimize import fold_batchnorm, optimize_for_inference
 
@@ -107,6 +107,47 @@ def test_fused_bn_silu_matches_plain_training_step(momentum):
         torch.testing.assert_close(bn.state_dict()[k], v, rtol=0, atol=1e-6)
 
 
+def test_channel_scale_gradients_match_autograd():
+    x = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    gate = torch.rand(2, 5, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(channel_scale, (x, gate))
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    g = torch.randn(2, 5, 4, 3, dtype=torch.float64)
+    channel_scale(x_cl, gate).backward(g)
+    torch.testing.assert_close(x_cl.grad, g * gate.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gate.grad, (g * x).sum((2, 3), keepdim=True), rtol=1e-12, atol=0)
+
+
+def test_drop_path_add_is_drop_path_plus_skip():
+    dp = DropPath(0.5).train()
+    x = torch.randn(64, 3, 4, 4, requires_grad=True)
+    skip = torch.randn(64, 3, 4, 4, requires_grad=True)
+    torch.manual_seed(7)
+    got = dp.add(x, skip)
+    torch.manual_seed(7)
+    want = dp(x) + skip
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert 0 < (got == skip).all(dim=(1, 2, 3)).sum() < 64  # some samples dropped, not all
+    got.sum().backward()
+    dropped = (got == skip).all(dim=(1, 2, 3))
+    assert (x.grad[dropped] == 0).all() and (x.grad[~dropped] == 2.0).all()  # 1 / keep
+    assert (skip.grad == 1.0).all()
+
+
+def test_in_place_residual_add_spares_activations_a_hook_holds():
+    model = _calibrated("efficientnet_b0")
+    block = model.stages[1][1]  # identity shortcut: its residual add may run in place
+    held = []
+    handle = block.project.register_forward_hook(lambda m, i, out: held.append((out, out.clone())))
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        got = model(x)
+    handle.remove()
+    out, at_hook_time = held[0]
+    assert torch.equal(out, at_hook_time)  # not overwritten by the residual add
+    assert _err(got, _plain(model, x)) < TOL
+
+
 @pytest.mark.parametrize(
     ("name", "kw"),
     [
@@ -151,11 +192,13 @@ def test_folded_cache_follows_weight_changes():
     assert _err(got, _plain(other, x)) < TOL
 
 
-def test_default_train_path_matches_plain_gradients_and_stats():
+@pytest.mark.parametrize("recompute", [False, True])
+def test_default_train_path_matches_plain_gradients_and_stats(recompute):
     torch.manual_seed(0)
     a = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.2).train()
     b = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.2).train()
     b.load_state_dict(a.state_dict())
+    a.set_activation_recompute(recompute)
     x = torch.randn(4, 3, SIZE, SIZE)
     torch.manual_seed(5)
     out_a = a(x)
@@ -251,9 +294,11 @@ def _checkpoint_run(model: nn.Module, x: torch.Tensor, enable: bool) -> tuple:
     return out.detach(), grads, stats
 
 
-def test_grad_checkpointing_same_gradients_drop_path_and_bn_stats():
+@pytest.mark.parametrize("recompute", [False, True])
+def test_grad_checkpointing_same_gradients_drop_path_and_bn_stats(recompute):
     torch.manual_seed(0)
     model = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.5).train()
+    model.set_activation_recompute(recompute)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(4, 3, SIZE, SIZE)
     out_a, grads_a, stats_a = _checkpoint_run(model, x, False)

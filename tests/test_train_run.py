@@ -296,6 +296,7 @@ def test_recipe_options_run_together(tmp_path):
             "amp": "bf16",
             "channels_last": True,
             "grad_checkpointing": True,
+            "activation_recompute": True,
             "clip_grad": 1.0,
             "augment": "randaugment",
             "mixup_alpha": 0.2,
@@ -308,3 +309,4 @@ def test_recipe_options_run_together(tmp_path):
     assert s["epochs"] == 1 and s["final_top1_ema"] is not None
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["optimizer"] == "rmsprop" and cfg["amp"] == "bf16"
+    assert cfg["activation_recompute"] is True

@@ -119,6 +119,12 @@ def register(sub) -> None:
     g.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype")
     g.add_argument("--channels-last", action="store_true", default=None)
     g.add_argument("--grad-checkpointing", action="store_true", default=None)
+    g.add_argument(
+        "--activation-recompute",
+        action="store_true",
+        default=None,
+        help="rebuild SiLU(BN(x)) in backward instead of storing it (less memory, ~10%% slower)",
+    )
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     g = p.add_argument_group("augmentation and progressive learning")
     g.add_argument("--augment", choices=("none", "basic", "randaugment", "autoaugment"))
@@ -171,6 +177,7 @@ OPTION_FLAGS = (
     "amp",
     "channels_last",
     "grad_checkpointing",
+    "activation_recompute",
     "compile",
     "augment",
     "mixup_alpha",

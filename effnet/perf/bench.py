@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
-from effnet.perf.fused import plain_ops
+from effnet.perf.fused import MemoryEfficientSiLU, plain_ops
 from effnet.perf.optimize import optimize_for_inference
 
 PEERS = ("timm", "torchvision", "onnxruntime")
@@ -245,7 +245,8 @@ def build_candidates(
             probe="effnet",
         )
     )
-    if "train" in modes:
+    if "train" in modes and any(isinstance(m, MemoryEfficientSiLU) for m in model.modules()):
+        # Only SiLU models have BN+SiLU outputs to rebuild (Lite's ReLU6 has none).
         lean = _train_copy(model)
         lean.set_activation_recompute(True)
         cands.append(

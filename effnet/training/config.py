@@ -78,6 +78,7 @@ class TrainConfig:
     amp: str = "none"
     channels_last: bool = False
     grad_checkpointing: bool = False
+    activation_recompute: bool = False  # rebuild SiLU(BN(x)) in backward: less memory, slower
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>

@@ -136,6 +136,8 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
         model = model.to(memory_format=torch.channels_last)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if cfg.activation_recompute and hasattr(model, "set_activation_recompute"):
+        model.set_activation_recompute(True)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
