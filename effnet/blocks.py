@@ -5,19 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from effnet.layers import ConvBNAct, DropPath, SqueezeExcite
+from effnet.layers import ConvBNAct, DropPath, SqueezeExcite, hooked
 from effnet.scaling import BlockPlan
 
 SHORTCUTS = ("identity", "projection")
-
-
-def _hooked(block: nn.Module) -> bool:
-    """Whether a forward hook (feature tap, CAM, MAC counter) may be holding an activation."""
-    from torch.nn.modules import module as m
-
-    if m._global_forward_hooks or m._global_forward_pre_hooks:
-        return True
-    return any(mod._forward_hooks for mod in block.modules())
 
 
 class _Residual(nn.Module):
@@ -41,7 +32,7 @@ class _Residual(nn.Module):
         out = self.branch(x)
         if self.has_skip:
             # In inference the branch output is read by nobody else, unless a hook holds it.
-            out = self.drop_path.add(out, self.shortcut(x), in_place=not _hooked(self))
+            out = self.drop_path.add(out, self.shortcut(x), in_place=not hooked(*self.modules()))
         return out
 
 

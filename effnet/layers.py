@@ -117,13 +117,7 @@ class ConvBNAct(nn.Sequential):
 
     def _hooked(self) -> bool:
         """Hooks on the conv or BN (MAC counters, feature taps) must see those modules run."""
-        from torch.nn.modules import module as m
-
-        if m._global_forward_hooks or m._global_forward_pre_hooks:
-            return True
-        return any(
-            mod._forward_hooks or mod._forward_pre_hooks for mod in (self.conv, self.bn, self.act)
-        )
+        return hooked(self.conv, self.bn, self.act)
 
     def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The conv's weight and bias with the eval-mode BN folded in (see ``fold_bn``)."""
@@ -157,6 +151,16 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
     if bn.bias is not None:
         bias = bias + bn.bias
     return weight, bias
+
+
+def hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook (global, or on one of ``modules``) may see or hold activations:
+    fast paths that skip a module or overwrite a buffer step aside then."""
+    from torch.nn.modules import module as m
+
+    if m._global_forward_hooks or m._global_forward_pre_hooks:
+        return True
+    return any(mod._forward_hooks or mod._forward_pre_hooks for mod in modules)
 
 
 class SqueezeExcite(nn.Module):

@@ -2,12 +2,13 @@
 
 Autograd keeps every intermediate a backward formula needs. In a conv -> BN -> SiLU unit that is
 the conv output (for BN), the BN output (for SiLU) and the SiLU output (for the next conv): three
-activation maps. ``bn_silu`` keeps only the conv output and the per-channel batch statistics and
-recomputes the BN output in backward (one cheap elementwise pass). Inside
-``recompute_activations`` (which EfficientNet.forward opens in training), the consumers of a
-BN+SiLU output (the next conv, SE) store a recipe instead of the map, rebuilt bit-identically in
-backward: one stored map per conv -> BN -> SiLU unit instead of three. The BN gradient comes from
-the ATen kernel autograd itself uses, so gradients match the plain modules.
+activation maps. ``bn_silu`` keeps only the conv output and the per-channel batch statistics,
+recomputes the BN output in backward (one cheap elementwise pass) and writes the SiLU and BN
+gradients over that buffer. Inside ``recompute_activations`` (which EfficientNet.forward opens
+when ``set_activation_recompute(True)`` was called), the consumers of a BN+SiLU output (the next
+conv, SE) store a recipe instead of the map, rebuilt in backward to float rounding: one stored
+map per conv -> BN -> SiLU unit instead of two. Forward and backward run on the ATen batch-norm
+kernels autograd itself uses, so gradients match the plain modules.
 
 Both fall back to the plain ops while exporting (ONNX, TorchScript, torch.export), where a custom
 Function would not translate into standard operators.
@@ -138,7 +139,8 @@ class _BNSiLUFn(torch.autograd.Function):
 
 
 def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    # One fixed op, so the recomputation in backward is bit-identical to the forward.
+    # The BN output rebuilt from x: equals ATen's forward kernel to float rounding (tested
+    # against the plain modules in tests/test_perf.py).
     return torch.addcmul(shift, x, scale)
 
 
