@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--compile", nargs="?", const="max-autotune-no-cudagraphs", default=None)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)

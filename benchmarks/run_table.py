@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--against", default="timm,torchvision,onnxruntime")
     ap.add_argument("--compile", nargs="?", const="max-autotune-no-cudagraphs", default=None)
     ap.add_argument("--skip-table4", action="store_true")

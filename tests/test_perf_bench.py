@@ -17,7 +17,7 @@ import torch
 
 import effnet
 import effnet.perf.fused as fused
-from effnet.perf.bench import format_report, ratios, run_benchmark
+from effnet.perf.bench import Candidate, format_report, measure, ratios, run_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,29 @@ def test_ratio_orientation():
     assert r["latency_ms"]["effnet / torchvision"] == 2.0  # half the time: 2x faster
     assert r["infer_img_s"]["effnet / torchvision"] == 3.0
     assert r["train_peak_mib"]["effnet / torchvision"] == 0.5  # memory stays effnet / peer
+
+
+def test_rounds_alternate_candidate_order():
+    calls: list[str] = []
+
+    def cand(name: str) -> Candidate:
+        return Candidate(name, infer=lambda x: calls.append(name) if x.shape[0] > 1 else None)
+
+    rows = measure(
+        [cand("a"), cand("b"), cand("c")],
+        "efficientnet_b0",
+        8,
+        2,
+        ("infer",),
+        1,
+        torch.device("cpu"),
+        4,
+        0,
+        False,
+        lambda msg: None,
+    )
+    assert calls == list("abc" "cba" "abc" "cba")
+    assert all(rows[n]["infer_img_s"]["n"] == 4 for n in "abc")
 
 
 def test_run_benchmark_without_memory_pass_is_quick_and_complete():

@@ -66,9 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reps",
         type=int,
-        default=5,
+        default=6,
         metavar="N",
-        help="interleaved repetitions after warm-up (default: 5)",
+        help="interleaved repetitions after warm-up, the order reversed every other one "
+        "(default: 6)",
     )
     p.add_argument(
         "--warmup",

@@ -462,7 +462,10 @@ def measure(
     memory: bool,
     log: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
-    """Warm up, measure peak memory, time ``reps`` interleaved rounds; one row per candidate."""
+    """Warm up, measure peak memory, time ``reps`` interleaved rounds; one row per candidate.
+
+    Rounds alternate the candidates' order (A B C, C B A, ...), so use an even ``reps``.
+    """
     x1 = torch.randn(1, 3, size, size, device=dev)
     xn = torch.randn(batch_size, 3, size, size, device=dev)
     y = torch.randint(0, 1000, (batch_size,), device=dev)
@@ -497,7 +500,11 @@ def measure(
                 results[c.name].setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
     for r in range(reps):
         log(f"repetition {r + 1}/{reps}")
-        for c in cands:  # interleaved: every candidate once per repetition
+        # Interleaved: every candidate once per repetition, in forward order on even
+        # repetitions and reversed on odd ones. Running right after a given other candidate
+        # (its caches, its freed memory) shifts a timing by several percent (two identical
+        # ONNX Runtime graphs read 1.09x first and 0.92x second); alternating cancels that.
+        for c in cands if r % 2 == 0 else cands[::-1]:
             s = results[c.name]
             if c.infer is not None and "infer" in modes:
                 lat = _timed(lambda c=c: c.infer(x1), dev, calls=3)
@@ -521,7 +528,7 @@ def run_benchmark(
     mode: str = "both",
     threads: int | None = None,
     against: tuple[str, ...] | list[str] = (),
-    reps: int = 5,
+    reps: int = 6,
     warmup: int = 2,
     compile_mode: str | None = None,
     device: str = "cpu",
