@@ -110,6 +110,8 @@ def ort_session(path: Path, threads: int, optimized: Path | None = None, profile
     if optimized is not None:
         opts.optimized_model_filepath = str(optimized)
     opts.enable_profiling = profile
+    if profile:  # ORT writes its trace into the working directory otherwise
+        opts.profile_file_prefix = str(path.parent / "ort_profile")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
