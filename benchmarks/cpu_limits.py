@@ -244,7 +244,10 @@ def compile_part(threads: int, batch: int, reps: int, tmp: Path, log) -> dict[st
         out_eager = _BNSiLUFn.apply(xin, weight, bias, torch.zeros(c), torch.ones(c), 0.01, 1e-3)
         grad = torch.randn_like(out_eager)
         eager_ms = median_ms(
-            lambda out_eager=out_eager, grad=grad: out_eager.backward(grad, retain_graph=True)
+            # autograd.grad returns the input gradient instead of accumulating it into .grad
+            lambda out_eager=out_eager, grad=grad, xin=xin: torch.autograd.grad(
+                out_eager, xin, grad, retain_graph=True
+            )
         )
         _, mean, invstd = torch.ops.aten.native_batch_norm(
             xin.detach(), weight, bias, None, None, True, 0.0, 1e-3
@@ -253,10 +256,14 @@ def compile_part(threads: int, batch: int, reps: int, tmp: Path, log) -> dict[st
         shift = (bias - mean * scale.flatten()).view(1, -1, 1, 1)
         args = (grad, xin.detach(), weight, mean, invstd, scale, shift)
         fused_ms = median_ms(lambda args=args: fused(*args))
+        (dx_eager,) = torch.autograd.grad(out_eager, xin, grad, retain_graph=True)
+        dx_fused = fused(*args)[0]
+        rel = ((dx_eager - dx_fused).abs().max() / dx_eager.abs().max()).item()
         rows.append(
             {
                 "shape": [batch, c, side, side],
                 "eager_ms": round(eager_ms, 1),
+                "dx_max_rel_diff": float(f"{rel:.1e}"),
                 "fused_ms": round(fused_ms, 1),
             }
         )
@@ -403,11 +410,12 @@ def to_markdown(doc: dict[str, Any]) -> str:
             "BN+SiLU backward, effnet's eager autograd node against one inductor-fused function "
             "(includes the weight and bias gradients):",
             "",
-            "| map | eager ms | fused ms |",
-            "|---|---|---|",
+            "| map | eager ms | fused ms | input gradient, max difference / max |",
+            "|---|---|---|---|",
         ]
         lines += [
-            f"| {tuple(r['shape'])} | {r['eager_ms']} | {r['fused_ms']} |"
+            f"| {tuple(r['shape'])} | {r['eager_ms']} | {r['fused_ms']} "
+            f"| {r.get('dx_max_rel_diff', '-')} |"
             for r in c["bn_silu_backward"]
         ]
         lines += [
