@@ -94,10 +94,17 @@ def to_markdown(doc: dict) -> str:
                 f"| {name} | {_cell(row, 'latency_ms')} | {_cell(row, 'infer_img_s')} | "
                 f"{_cell(row, 'train_img_s')} | {_cell(row, 'train_peak_mib', '{:.0f}')} |"
             )
-        lines += ["", "| ratio | value |", "|---|---|"]
+        lines += [
+            "",
+            "| ratio | of medians | per repetition: median (min-max) |",
+            "|---|---|---|",
+        ]
+        paired = res.get("paired_ratios", {})
         for metric, pairs in res["ratios"].items():
             for pair, r in pairs.items():
-                lines.append(f"| {metric}: {pair} | {r:.2f}x |")
+                p = paired.get(metric, {}).get(pair)
+                cell = f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})" if p else "-"
+                lines.append(f"| {metric}: {pair} | {r:.2f}x | {cell} |")
         lines += [f"- skipped: {s}" for s in res["skipped"]] + [""]
     if doc.get("table4"):
         t = doc["table4"]

@@ -17,7 +17,14 @@ import torch
 
 import effnet
 import effnet.perf.fused as fused
-from effnet.perf.bench import Candidate, format_report, measure, ratios, run_benchmark
+from effnet.perf.bench import (
+    Candidate,
+    format_report,
+    measure,
+    paired_ratios,
+    ratios,
+    run_benchmark,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +59,31 @@ def test_ratio_orientation():
     assert r["latency_ms"]["effnet / torchvision"] == 2.0  # half the time: 2x faster
     assert r["infer_img_s"]["effnet / torchvision"] == 3.0
     assert r["train_peak_mib"]["effnet / torchvision"] == 0.5  # memory stays effnet / peer
+
+
+def test_paired_ratios_cancel_drift_and_keep_orientation():
+    # The machine halves its speed between two repetitions; each pair still reads 2x.
+    rows = {
+        "effnet": {
+            "infer_img_s": {"median": 15.0, "values": [20.0, 10.0]},
+            "latency_ms": {"median": 15.0, "values": [10.0, 20.0]},
+            "train_peak_mib": {"median": 50.0, "values": [50.0, 50.0]},
+        },
+        "torchvision": {
+            "infer_img_s": {"median": 7.5, "values": [10.0, 5.0]},
+            "latency_ms": {"median": 30.0, "values": [20.0, 40.0]},
+            "train_peak_mib": {"median": 100.0, "values": [100.0, 100.0]},
+        },
+        "timm": {"infer_img_s": {"median": 10.0, "values": [10.0]}},  # one repetition: no pairs
+    }
+    p = paired_ratios(rows)
+    assert p["infer_img_s"]["effnet / torchvision"] == {"median": 2.0, "min": 2.0, "max": 2.0}
+    assert p["latency_ms"]["effnet / torchvision"]["median"] == 2.0  # half the time: 2x
+    assert "train_peak_mib" not in p
+    assert "effnet / timm" not in p["infer_img_s"]
+    rows["torchvision"]["infer_img_s"]["values"] = [5.0, 10.0]  # drift against effnet
+    q = paired_ratios(rows)["infer_img_s"]["effnet / torchvision"]
+    assert (q["min"], q["max"]) == (1.0, 4.0)
 
 
 def test_rounds_alternate_candidate_order():

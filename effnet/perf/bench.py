@@ -62,6 +62,7 @@ class Series:
             "min": min(self.values),
             "max": max(self.values),
             "n": len(self.values),
+            "values": [round(v, 4) for v in self.values],  # in repetition order
         }
 
 
@@ -579,6 +580,7 @@ def run_benchmark(
         "machine": machine_info(dev),
         "results": rows,
         "ratios": ratios(rows),
+        "paired_ratios": paired_ratios(rows),
         "skipped": skipped,
     }
 
@@ -607,6 +609,31 @@ def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
                 va, vb = ma["median"], mb["median"]
                 r = va / vb if higher or metric.endswith("_mib") else vb / va
                 out.setdefault(metric, {})[f"{a} / {b}"] = round(r, 3)
+    return out
+
+
+def paired_ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-repetition ratios for the timed metrics: repetition i of effnet against repetition i of
+    the peer, measured moments apart, so a machine that drifts between repetitions cancels out.
+    Median, min and max over the repetitions, oriented as ``ratios`` (> 1: effnet faster)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    mine = [n for n in rows if n.startswith("effnet")]
+    peers = [n for n in rows if not n.startswith("effnet")]
+    for metric, (_, _, higher) in METRICS.items():
+        if metric.endswith("_mib"):
+            continue  # memory is deterministic: the plain ratio says it all
+        for a in mine:
+            for b in peers:
+                va = (rows[a].get(metric) or {}).get("values") or []
+                vb = (rows[b].get(metric) or {}).get("values") or []
+                if len(va) != len(vb) or len(va) < 2 or not all(va) or not all(vb):
+                    continue
+                rs = [x / y if higher else y / x for x, y in zip(va, vb, strict=True)]
+                out.setdefault(metric, {})[f"{a} / {b}"] = {
+                    "median": round(statistics.median(rs), 3),
+                    "min": round(min(rs), 3),
+                    "max": round(max(rs), 3),
+                }
     return out
 
 
@@ -666,10 +693,19 @@ def format_report(res: dict[str, Any]) -> str:
             )
         lines.append(f"{name:<{width}}" + "".join(cells))
     if res["ratios"]:
-        lines += ["", "ratios (speed: > 1 means effnet faster; memory: effnet / peer):"]
+        lines += [
+            "",
+            "ratios of medians (speed: > 1 means effnet faster; memory: effnet / peer), then the "
+            "per-repetition ratios' median [min-max]:",
+        ]
+        paired = res.get("paired_ratios", {})
         for k, pairs in res["ratios"].items():
             for pair, r in pairs.items():
-                lines.append(f"  {METRICS[k][0]:<20} {pair:<45} {r:.2f}x")
+                p = paired.get(k, {}).get(pair)
+                extra = (
+                    f"   per rep {p['median']:.2f}x [{p['min']:.2f}-{p['max']:.2f}]" if p else ""
+                )
+                lines.append(f"  {METRICS[k][0]:<20} {pair:<45} {r:.2f}x{extra}")
     for note in res["skipped"]:
         lines.append(f"skipped: {note}")
     return "\n".join(lines)
