@@ -4,10 +4,10 @@
     python3 benchmarks/run_table.py --models efficientnet_b0 --reps 5 --compile
 
 Writes benchmarks/results/table.json (every measurement, machine info) and table.md. Each model is
-one interleaved run of the benchmark engine (effnet.perf.bench), so ratios within a row are fair
-even on a busy machine; absolute numbers only compare within one run. Also measured: the paper's
-Table 4 check (batch-1, single-thread latency of B1 against torchvision's ResNet-152) and the data
-loader's throughput against training throughput.
+one interleaved run of the benchmark engine (effnet.perf.bench) in a fresh process, so ratios
+within a row are fair even on a busy machine; absolute numbers only compare within one run. Also
+measured: the paper's Table 4 check (batch-1, single-thread latency of B1 against torchvision's
+ResNet-152) and the data loader's throughput against training throughput.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-table4", action="store_true")
     ap.add_argument("--skip-loader", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--one-model", help=argparse.SUPPRESS)  # internal: one model, this process
+    ap.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -160,10 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "table.json").write_text(json.dumps(doc, indent=2))
         (args.out / "table.md").write_text(to_markdown(doc))
 
-    for name in [m for m in args.models.split(",") if m]:
-        log(f"{name}")
+    if args.one_model:
         res = run_benchmark(
-            name,
+            args.one_model,
             image_size=args.image_size,
             batch_size=args.batch_size,
             threads=args.threads,
@@ -172,6 +175,23 @@ def main(argv: list[str] | None = None) -> int:
             compile_mode=args.compile,
             log=log,
         )
+        args.json_out.write_text(json.dumps(res))
+        return 0
+
+    for name in [m for m in args.models.split(",") if m]:
+        # Each model in a fresh process: what one model's training leaves in the allocator
+        # would otherwise speed up the next model's eager inference (see effnet.perf.bench).
+        log(f"{name} (fresh process)")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--one-model", name]
+            cmd += ["--json-out", str(out), "--image-size", str(args.image_size)]
+            cmd += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+            cmd += ["--reps", str(args.reps), "--against", args.against]
+            if args.compile:
+                cmd += ["--compile", args.compile]
+            subprocess.run(cmd, check=True)
+            res = json.loads(out.read_text())
         print(format_report(res), flush=True)
         doc["runs"].append(res)
         save()  # partial results survive an interrupted run

@@ -463,7 +463,8 @@ def measure(
     memory: bool,
     log: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
-    """Warm up, measure peak memory, time ``reps`` interleaved rounds; one row per candidate.
+    """Measure peak memory, then per mode (inference first) warm up and time ``reps``
+    interleaved rounds; one row per candidate.
 
     Rounds alternate the candidates' order (A B C, C B A, ...), so use an even ``reps``.
     """
@@ -471,15 +472,6 @@ def measure(
     xn = torch.randn(batch_size, 3, size, size, device=dev)
     y = torch.randint(0, 1000, (batch_size,), device=dev)
     results: dict[str, dict[str, Series]] = {c.name: {} for c in cands}
-    # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
-    log(f"warm-up ({warmup} rounds)")
-    for c in cands:
-        for _ in range(warmup):
-            if c.infer is not None and "infer" in modes:
-                c.infer(x1)
-                c.infer(xn)
-            if c.train_step is not None and "train" in modes:
-                c.train_step(xn, y)
     # Peak memory: each candidate once in a fresh process (allocations are deterministic;
     # in this process the other candidates' allocator and oneDNN caches would blur it).
     if not memory:
@@ -499,22 +491,47 @@ def measure(
                 with PeakMemory(dev) as mem:
                     c.train_step(xn, y)
                 results[c.name].setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
-    for r in range(reps):
-        log(f"repetition {r + 1}/{reps}")
-        # Interleaved: every candidate once per repetition, in forward order on even
-        # repetitions and reversed on odd ones. Running right after a given other candidate
-        # (its caches, its freed memory) shifts a timing by several percent (two identical
-        # ONNX Runtime graphs read 1.09x first and 0.92x second); alternating cancels that.
-        for c in cands if r % 2 == 0 else cands[::-1]:
-            s = results[c.name]
-            if c.infer is not None and "infer" in modes:
-                lat = _timed(lambda c=c: c.infer(x1), dev, calls=3)
-                s.setdefault("latency_ms", Series()).values.append(lat * 1e3)
-                t = _timed(lambda c=c: c.infer(xn), dev)
-                s.setdefault("infer_img_s", Series()).values.append(batch_size / t)
-            if c.train_step is not None and "train" in modes:
-                t = _timed(lambda c=c: c.train_step(xn, y), dev)
-                s.setdefault("train_img_s", Series()).values.append(batch_size / t)
+
+    def infer(c: Candidate, timed: bool) -> None:
+        if not timed:
+            c.infer(x1)
+            c.infer(xn)
+            return
+        s = results[c.name]
+        lat = _timed(lambda: c.infer(x1), dev, calls=3)
+        s.setdefault("latency_ms", Series()).values.append(lat * 1e3)
+        t = _timed(lambda: c.infer(xn), dev)
+        s.setdefault("infer_img_s", Series()).values.append(batch_size / t)
+
+    def train(c: Candidate, timed: bool) -> None:
+        if not timed:
+            c.train_step(xn, y)
+            return
+        t = _timed(lambda: c.train_step(xn, y), dev)
+        results[c.name].setdefault("train_img_s", Series()).values.append(batch_size / t)
+
+    # Inference is timed before any training step runs in this process, as in a process that
+    # only serves: a training step's large frees leave glibc's heap grown, after which eager
+    # inference that allocates a lot runs up to 1.7x faster (torchvision's B0: 21 -> 31-37
+    # img/s), a state a serving process never reaches.
+    for phase, run in (("infer", infer), ("train", train)):
+        if phase not in modes:
+            continue
+        active = [c for c in cands if (c.infer if phase == "infer" else c.train_step) is not None]
+        # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
+        log(f"{phase}: warm-up ({warmup} rounds)")
+        for c in active:
+            for _ in range(warmup):
+                run(c, False)
+        for r in range(reps):
+            log(f"{phase}: repetition {r + 1}/{reps}")
+            # Interleaved: every candidate once per repetition, in forward order on even
+            # repetitions and reversed on odd ones. Running right after a given other
+            # candidate (its caches, its freed memory) shifts a timing by several percent (two
+            # identical ONNX Runtime graphs read 1.09x first, 0.92x second); alternating
+            # cancels that.
+            for c in active if r % 2 == 0 else active[::-1]:
+                run(c, True)
     return {
         c.name: {"note": c.note, **{k: v.summary() for k, v in results[c.name].items()}}
         for c in cands
