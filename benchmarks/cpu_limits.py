@@ -100,6 +100,27 @@ def b0(relu: bool = False, no_se: bool = False) -> nn.Module:
     return model
 
 
+def heap_part(batch: int, log) -> dict[str, Any]:
+    """Eager inference before and after one training step in this (fresh) process."""
+    import torchvision
+
+    log("eager inference before and after one training step (allocator state)")
+    models = {"effnet": b0(), "torchvision": torchvision.models.efficientnet_b0().eval()}
+    x = torch.randn(batch, 3, 224, 224)
+
+    def speeds() -> dict[str, float]:
+        with torch.inference_mode():
+            return {
+                k: round(batch / median_ms(lambda m=m: m(x)) * 1e3, 1) for k, m in models.items()
+            }
+
+    before = speeds()
+    tv = models["torchvision"].train()
+    F.cross_entropy(tv(x), torch.randint(0, 1000, (batch,))).backward()
+    tv.eval().zero_grad(set_to_none=True)
+    return {"before": before, "after": speeds()}
+
+
 def ort_session(path: Path, threads: int, optimized: Path | None = None, profile: bool = False):
     import onnxruntime as ort
 
@@ -377,6 +398,19 @@ def to_markdown(doc: dict[str, Any]) -> str:
         f"Command: `{doc['command']}`",
         "",
     ]
+    h = doc.get("heap")
+    if h:
+        lines += [
+            "## Eager inference and the allocator",
+            "",
+            "img/s in a fresh process, then after one torchvision training step in the same "
+            "process (its frees leave glibc's heap grown):",
+            "",
+            "| model | before | after |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {k} | {h['before'][k]} | {h['after'][k]} |" for k in h["before"]]
+        lines.append("")
     o = doc.get("ort")
     if o:
         lines += [
@@ -473,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "reps": args.reps,
         "machine": machine_info(torch.device("cpu")),
     }
+    doc["heap"] = heap_part(args.batch_size, log)  # first: nothing has trained here yet
     with tempfile.TemporaryDirectory() as tmp:
         try:
             doc["ort"] = ort_part(Path(tmp), args.threads, args.batch_size, args.reps, log)

@@ -50,6 +50,7 @@ def test_markdown_has_every_section():
         "batch": 16,
         "reps": 4,
         "machine": {"cpu": "x", "cores": 2, "torch": "t"},
+        "heap": {"before": {"torchvision": 21.0}, "after": {"torchvision": 35.0}},
         "ort": {
             "optimized_ops": {"effnet": {"Conv": 2}, "torchvision": {"Conv": 2, "Mul": 1}},
             "same_optimized_graph": False,
@@ -84,5 +85,11 @@ def test_markdown_has_every_section():
         },
     }
     md = cl.to_markdown(doc)
-    for needle in ("| Mul | 0 | 1 |", "**False**", "fused backward 11.0", "(8, 4, 3, 1) | 1.0"):
+    for needle in (
+        "| torchvision | 21.0 | 35.0 |",
+        "| Mul | 0 | 1 |",
+        "**False**",
+        "fused backward 11.0",
+        "(8, 4, 3, 1) | 1.0",
+    ):
         assert needle in md
