@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "table.md").write_text(to_markdown(doc))
 
     if args.one_model:
+        if args.json_out is None:
+            ap.error("--one-model needs --json-out")
         res = run_benchmark(
             args.one_model,
             image_size=args.image_size,

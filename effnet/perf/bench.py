@@ -512,8 +512,8 @@ def measure(
 
     # Inference is timed before any training step runs in this process, as in a process that
     # only serves: a training step's large frees leave glibc's heap grown, after which eager
-    # inference that allocates a lot runs up to 1.7x faster (torchvision's B0: 21 -> 31-37
-    # img/s), a state a serving process never reaches.
+    # inference that allocates a lot runs much faster (torchvision's B0: 27.5 -> 46.1 img/s in
+    # benchmarks/results/cpu_limits.md), a state a serving process never reaches.
     for phase, run in (("infer", infer), ("train", train)):
         if phase not in modes:
             continue
@@ -611,21 +611,27 @@ METRICS = {  # metric -> (label, unit, higher is better)
 }
 
 
-def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """effnet candidate / peer for each metric, oriented so that > 1 means effnet is better
-    (speed-ups for time and throughput); memory ratios stay effnet / peer (< 1 is less memory)."""
-    out: dict[str, dict[str, float]] = {}
+def _pairs(rows: dict[str, dict[str, Any]]) -> Iterator[tuple[str, bool, str, str]]:
+    """(metric, higher is better, effnet candidate, peer) for every metric in METRICS."""
     mine = [n for n in rows if n.startswith("effnet")]
     peers = [n for n in rows if not n.startswith("effnet")]
     for metric, (_, _, higher) in METRICS.items():
         for a in mine:
             for b in peers:
-                ma, mb = rows[a].get(metric), rows[b].get(metric)
-                if not ma or not mb or not mb["median"] or not ma["median"]:
-                    continue
-                va, vb = ma["median"], mb["median"]
-                r = va / vb if higher or metric.endswith("_mib") else vb / va
-                out.setdefault(metric, {})[f"{a} / {b}"] = round(r, 3)
+                yield metric, higher, a, b
+
+
+def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """effnet candidate / peer for each metric, oriented so that > 1 means effnet is better
+    (speed-ups for time and throughput); memory ratios stay effnet / peer (< 1 is less memory)."""
+    out: dict[str, dict[str, float]] = {}
+    for metric, higher, a, b in _pairs(rows):
+        ma, mb = rows[a].get(metric), rows[b].get(metric)
+        if not ma or not mb or not mb["median"] or not ma["median"]:
+            continue
+        va, vb = ma["median"], mb["median"]
+        r = va / vb if higher or metric.endswith("_mib") else vb / va
+        out.setdefault(metric, {})[f"{a} / {b}"] = round(r, 3)
     return out
 
 
@@ -634,23 +640,19 @@ def paired_ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[s
     the peer, measured moments apart, so a machine that drifts between repetitions cancels out.
     Median, min and max over the repetitions, oriented as ``ratios`` (> 1: effnet faster)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    mine = [n for n in rows if n.startswith("effnet")]
-    peers = [n for n in rows if not n.startswith("effnet")]
-    for metric, (_, _, higher) in METRICS.items():
+    for metric, higher, a, b in _pairs(rows):
         if metric.endswith("_mib"):
             continue  # memory is deterministic: the plain ratio says it all
-        for a in mine:
-            for b in peers:
-                va = (rows[a].get(metric) or {}).get("values") or []
-                vb = (rows[b].get(metric) or {}).get("values") or []
-                if len(va) != len(vb) or len(va) < 2 or not all(va) or not all(vb):
-                    continue
-                rs = [x / y if higher else y / x for x, y in zip(va, vb, strict=True)]
-                out.setdefault(metric, {})[f"{a} / {b}"] = {
-                    "median": round(statistics.median(rs), 3),
-                    "min": round(min(rs), 3),
-                    "max": round(max(rs), 3),
-                }
+        va = (rows[a].get(metric) or {}).get("values") or []
+        vb = (rows[b].get(metric) or {}).get("values") or []
+        if len(va) != len(vb) or len(va) < 2 or not all(va) or not all(vb):
+            continue
+        rs = [x / y if higher else y / x for x, y in zip(va, vb, strict=True)]
+        out.setdefault(metric, {})[f"{a} / {b}"] = {
+            "median": round(statistics.median(rs), 3),
+            "min": round(min(rs), 3),
+            "max": round(max(rs), 3),
+        }
     return out
 
 
