@@ -22,7 +22,7 @@ import torch
 # Benchmark the checkout this script lives in, not whichever effnet is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from effnet.perf.bench import (
+from effnet.benchmark.engine import (
     Candidate,
     _onnx_session,
     _sgd_step,
@@ -30,7 +30,7 @@ from effnet.perf.bench import (
     machine_info,
     measure,
 )
-from effnet.perf.fused import plain_ops
+from effnet.fused import plain_ops
 from effnet.perf.optimize import optimize_for_inference
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -38,7 +38,7 @@ OUT = Path(__file__).resolve().parent / "results"
 INFER = (  # label, variant kind
     ("before: plain eager (BN, NCHW)", "effnet plain"),
     ("+ channels-last only", "effnet plain cl"),
-    ("default: BN folded on the fly, in-place SiLU, channels-last", "effnet"),
+    ("default (effnet.accelerate): BN folded per call, in-place SiLU, channels-last", "effnet"),
     ("optimize_for_inference (BN folded for good)", "effnet optimized"),
 )
 TRAIN = (

@@ -41,9 +41,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import effnet
+from effnet.benchmark.engine import _sgd_step, machine_info
 from effnet.export.onnx import export_onnx
 from effnet.layers import SqueezeExcite
-from effnet.perf.bench import _sgd_step, machine_info
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -234,7 +234,7 @@ def _bn_silu_backward_fused(grad, x, weight, mean, invstd, scale, shift):
 def compile_part(threads: int, batch: int, reps: int, tmp: Path, log) -> dict[str, Any]:
     import torch._inductor.config as inductor_config
 
-    from effnet.perf.fused import _BNSiLUFn
+    from effnet.fused import _BNSiLUFn
 
     log("inductor with freezing (compiling, about a minute)")
     inductor_config.freezing = True

@@ -26,8 +26,8 @@ import torch
 # Benchmark the checkout this script lives in, not whichever effnet is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from effnet.perf.bench import format_report, machine_info, run_benchmark
-from effnet.perf.loader import loader_throughput
+from effnet.benchmark.engine import format_report, machine_info, run_benchmark
+from effnet.benchmark.loader import loader_throughput
 
 OUT = Path(__file__).resolve().parent / "results"
 MODELS = ("efficientnet_b0", "efficientnet_lite0", "efficientnetv2_s")

@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "accelerate",
     "compound_coefficients",
     "create_model",
     "data_config",
@@ -22,6 +23,7 @@ __all__ = [
 
 # Heavier helpers load lazily so `import effnet` stays fast: public name -> defining module.
 _LAZY = {
+    "accelerate": "effnet.fast",
     "model_info": "effnet.analysis.info",
     "load_model": "effnet.weights.serialize",
     "save_model": "effnet.weights.serialize",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from effnet.layers import ConvBNAct, DropPath, SqueezeExcite, hooked
+from effnet.layers import ConvBNAct, DropPath, SqueezeExcite
 from effnet.scaling import BlockPlan
 
 SHORTCUTS = ("identity", "projection")
@@ -31,8 +31,7 @@ class _Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(x)
         if self.has_skip:
-            # In inference the branch output is read by nobody else, unless a hook holds it.
-            out = self.drop_path.add(out, self.shortcut(x), in_place=not hooked(*self.modules()))
+            out = self.drop_path(out) + self.shortcut(x)
         return out
 
 

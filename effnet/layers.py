@@ -9,19 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.perf.fused import (
-    MemoryEfficientSiLU,
-    bn_silu,
-    bn_silu_eligible,
-    exporting,
-    fast_ops,
-)
-
 # Every activation here follows a conv or BN whose output nothing else reads, so the ReLUs may
-# work in place (their backward needs only the result); SiLU is the memory-lean variant.
+# work in place (their backward needs only the result, as in torchvision). SiLU stays out of
+# place: autograd would save a copy of its input anyway.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "silu": MemoryEfficientSiLU,
-    "swish": MemoryEfficientSiLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
     "relu": partial(nn.ReLU, inplace=True),
     "relu6": partial(nn.ReLU6, inplace=True),
     "leaky_relu": nn.LeakyReLU,
@@ -42,6 +35,25 @@ def make_act(name: str) -> nn.Module:
         ) from None
 
 
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
+    return max(
+        (size + stride - 1) // stride * stride - stride + (kernel - 1) * dilation + 1 - size, 0
+    )
+
+
+@torch.fx.wrap
+def pad_same(
+    x: torch.Tensor, kernel: list[int], stride: list[int], dilation: list[int]
+) -> torch.Tensor:
+    """Pad ``x`` as TensorFlow's "SAME" does: output ceil(n / s), any odd remainder goes after.
+    A leaf in FX graphs (the pad depends on the input size); scriptable for TorchScript."""
+    ph = _same_pad(x.shape[-2], kernel[0], stride[0], dilation[0])
+    pw = _same_pad(x.shape[-1], kernel[1], stride[1], dilation[1])
+    if ph > 0 or pw > 0:
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+    return x
+
+
 class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: output ceil(n / s), any odd remainder goes after.
 
@@ -52,13 +64,7 @@ class Conv2dSame(nn.Conv2d):
     def _conv_forward(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        ih, iw = x.shape[-2], x.shape[-1]
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        ph = max((ih + sh - 1) // sh * sh - sh + kh - ih, 0)
-        pw = max((iw + sw - 1) // sw * sw - sw + kw - iw, 0)
-        if ph > 0 or pw > 0:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
         return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -79,12 +85,9 @@ def make_conv(
 
 
 class ConvBNAct(nn.Sequential):
-    """conv -> BatchNorm -> activation (``act=None`` leaves the output linear).
-
-    Two fast paths give the same values as the three modules in a row: in eval mode without
-    autograd the BN is folded into the conv weights (cached until a weight or statistic changes);
-    in training, BN + SiLU run as one memory-lean autograd Function (``effnet.perf.fused``).
-    """
+    """conv -> BatchNorm -> activation (``act=None`` leaves the output linear), three ordinary
+    modules run in a row: swap any of them and the swap runs. ``effnet.accelerate`` installs the
+    fused version of this unit for effnet's own training and inference entry points."""
 
     def __init__(
         self,
@@ -102,39 +105,6 @@ class ConvBNAct(nn.Sequential):
         self.conv = make_conv(in_ch, out_ch, kernel, stride, groups, padding=padding)
         self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum)
         self.act = make_act(act) if act else nn.Identity()
-        self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(self.bn, nn.BatchNorm2d):  # already folded (optimize_for_inference)
-            return self.act(self.conv(x))
-        if not self.training and not torch.is_grad_enabled() and fast_ops() and not self._hooked():
-            weight, bias = self.folded_weights()
-            return self.act(self.conv._conv_forward(x, weight, bias))
-        x = self.conv(x)
-        if isinstance(self.act, MemoryEfficientSiLU) and bn_silu_eligible(self.bn, x):
-            return bn_silu(x, self.bn)
-        return self.act(self.bn(x))
-
-    def _hooked(self) -> bool:
-        """Hooks on the conv or BN (MAC counters, feature taps) must see those modules run."""
-        return hooked(self.conv, self.bn, self.act)
-
-    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The conv's weight and bias with the eval-mode BN folded in (see ``fold_bn``)."""
-        conv, bn = self.conv, self.bn
-        tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        # In-place updates (load_state_dict, optimizer steps) bump _version; .to() swaps storage.
-        key = (
-            *(
-                (t.data_ptr(), t._version, t.device, t.dtype) if t is not None else None
-                for t in tensors
-            ),
-            bn.eps,
-        )
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, *fold_bn(conv, bn))
-        return self._folded[1], self._folded[2]
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,16 +123,6 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
     return weight, bias
 
 
-def hooked(*modules: nn.Module) -> bool:
-    """Whether a forward hook (global, or on one of ``modules``) may see or hold activations:
-    fast paths that skip a module or overwrite a buffer step aside then."""
-    from torch.nn.modules import module as m
-
-    if m._global_forward_hooks or m._global_forward_pre_hooks:
-        return True
-    return any(mod._forward_hooks or mod._forward_pre_hooks for mod in modules)
-
-
 class SqueezeExcite(nn.Module):
     """Channel gate: mean-pool -> 1x1 reduce -> act -> 1x1 expand -> sigmoid -> scale."""
 
@@ -172,39 +132,13 @@ class SqueezeExcite(nn.Module):
         self.act = make_act(act)
         self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        # adaptive_avg_pool2d(x, 1) is ATen's mean over H, W, and exports as GlobalAveragePool,
+        # which ONNX Runtime keeps in its blocked layout (ReduceMean forces a round trip).
+        return torch.sigmoid(self.expand(self.act(self.reduce(F.adaptive_avg_pool2d(x, 1)))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Exported graphs get GlobalAveragePool: ONNX Runtime keeps it in its blocked (NCHWc)
-        # layout, while ReduceMean forces a layout round trip around every SE.
-        s = F.adaptive_avg_pool2d(x, 1) if exporting() else x.mean((2, 3), keepdim=True)
-        gate = torch.sigmoid(self.expand(self.act(self.reduce(s))))
-        if torch.is_grad_enabled() and fast_ops() and not torch.compiler.is_compiling():
-            return channel_scale(x, gate)
-        return x * gate
-
-
-class _ChannelScaleFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, gate)
-        return x * gate
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, gate = ctx.saved_tensors
-        need_x, need_gate = ctx.needs_input_grad
-        if not need_gate:
-            return grad * gate, None
-        # One full-size buffer instead of autograd's two: grad * x is reduced to the gate's
-        # gradient, then the same buffer receives the input gradient.
-        buf = torch.mul(grad, x)
-        dgate = buf.sum((2, 3), keepdim=True, dtype=gate.dtype)
-        dx = torch.mul(grad, gate, out=buf) if need_x else None
-        return dx, dgate
-
-
-def channel_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """``x * gate`` for a (N, C, 1, 1) gate, with a backward that allocates one map, not two."""
-    return _ChannelScaleFn.apply(x, gate)
+        return x * self.gate(x)
 
 
 class DropPath(nn.Module):
@@ -216,25 +150,23 @@ class DropPath(nn.Module):
             raise ValueError(f"drop path rate must be in [0, 1), got {p}")
         self.p = p
 
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """A (B, 1, 1, ...) mask of 0 and 1 / keep, one draw per sample."""
+        keep = 1.0 - self.p
+        shape = [x.shape[0]] + [1] * (x.dim() - 1)
+        return x.new_empty(shape).bernoulli_(keep).div_(keep)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
         # Scale the (B, 1, 1, 1) mask, not the activation: one full-size product instead of two.
-        return x * mask.div_(keep)
+        return x * self.mask(x)
 
-    def add(self, x: torch.Tensor, skip: torch.Tensor, in_place: bool = False) -> torch.Tensor:
-        """``self(x) + skip`` in one pass: the residual add of a block whose branch is ``x``.
-        ``in_place`` lets a caller that owns ``x`` (nobody else reads it) reuse its buffer."""
+    def add(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """``self(x) + skip`` in one pass; autograd keeps only the (B, 1, 1, 1) mask."""
         if self.p == 0.0 or not self.training:
-            if in_place and fast_ops() and not (torch.is_grad_enabled() and x.requires_grad):
-                return x.add_(skip)
             return x + skip
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        # skip + x * mask / keep; autograd keeps only the (B, 1, 1, 1) mask for backward.
-        return torch.addcmul(skip, x, mask.div_(keep))
+        return torch.addcmul(skip, x, self.mask(x))
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
@@ -13,7 +14,6 @@ from torch.utils.checkpoint import checkpoint
 
 from effnet.blocks import BLOCKS
 from effnet.layers import ConvBNAct
-from effnet.perf.fused import exporting, fast_ops, recompute_activations
 from effnet.scaling import ModelPlan
 
 
@@ -45,10 +45,11 @@ class EfficientNet(nn.Module):
         self.in_chans = in_chans
         self.num_features = plan.head_ch
         self.grad_checkpointing = False
-        # Rebuild BN+SiLU outputs in backward instead of storing them (less memory, more time).
+        # Rebuild BN+SiLU outputs in backward instead of storing them (less memory, more time);
+        # a fast-path feature: it takes effect once effnet.accelerate has run on the model.
         self.activation_recompute = False
-        # None: channels_last where it is faster (CPU, whose oneDNN kernels prefer NHWC).
-        self.channels_last: bool | None = None
+        # Run the network in channels-last (NHWC) inside; outputs keep the input's layout.
+        self.channels_last = False
         bn = {"bn_eps": plan.bn_eps, "bn_momentum": plan.bn_momentum}
         self.stem = ConvBNAct(in_chans, plan.stem_ch, 3, 2, act=plan.act, padding=padding, **bn)
         self.stages = nn.Sequential(
@@ -71,19 +72,25 @@ class EfficientNet(nn.Module):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if _wants_channels_last(self.channels_last, x):
+        return _like_input(self._features(x), x, self.channels_last)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for stage in self.stages:
-                # Non-reentrant checkpointing restores the RNG state, so drop-path masks match;
-                # the recompute must not count the batch twice in the BN running statistics.
-                x = checkpoint(
-                    stage, x, use_reentrant=False, context_fn=partial(_recompute_ctx, stage)
-                )
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            x = self._checkpointed_stages(x)
         else:
             x = self.stages(x)
         return self.head(x)
+
+    @torch.jit.unused
+    def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            # Non-reentrant checkpointing restores the RNG state, so drop-path masks match; the
+            # recompute must not count the batch twice in the BN running statistics.
+            x = checkpoint(stage, x, use_reentrant=False, context_fn=partial(_recompute_ctx, stage))
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x).flatten(1)
@@ -92,11 +99,7 @@ class EfficientNet(nn.Module):
         return self.classifier(self.dropout(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation_recompute and self.training and torch.is_grad_enabled():
-            # BN+SiLU outputs are rebuilt in backward instead of stored (effnet.perf.fused).
-            with recompute_activations():
-                return self.forward_head(self.forward_features(x))
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self._features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
@@ -124,16 +127,23 @@ class EfficientNet(nn.Module):
 
     def set_activation_recompute(self, enable: bool = True) -> None:
         """Rebuild each SiLU(BN(x)) output from x in backward instead of storing it: about a
-        third less training memory for about a tenth more time (docs/performance.md)."""
+        third less training memory for about a tenth more time (docs/performance.md). It is
+        part of the fused training path, so it takes effect after ``effnet.accelerate(model)``
+        (which ``effnet train`` applies)."""
+        if enable and not getattr(self, "fast", False):
+            warnings.warn(
+                "activation recompute runs on effnet's fused training path: call "
+                "effnet.accelerate(model) for it to take effect",
+                stacklevel=2,
+            )
         self.activation_recompute = enable
 
 
-def _wants_channels_last(setting: bool | None, x: torch.Tensor) -> bool:
-    if x.dim() != 4 or exporting():
-        return False
-    if setting is None:
-        return x.device.type == "cpu" and fast_ops()
-    return setting
+def _like_input(out: torch.Tensor, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A 4D output in the memory format of the input: NCHW in, NCHW out."""
+    if channels_last and not x.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous()
+    return out
 
 
 @contextmanager
@@ -199,11 +209,11 @@ class EfficientNetFeatures(nn.Module):
         self.stem = model.stem
         taps = [info["module"] for info in self.feature_info]
         last = max(self.out_indices)
-        self.stages = model.stages
         self.head = model.head if last == n - 1 else None
         n_stages = len(model.stages) if self.head is not None else int(taps[-1].split(".")[1]) + 1
-        self._n_stages = n_stages
-        self._taps = {int(t.split(".")[1]) for t in taps if t.startswith("stages.")}
+        # Stages past the last tap are left out, so that every child module runs.
+        self.stages = model.stages if n_stages == len(model.stages) else model.stages[:n_stages]
+        self._taps = sorted({int(t.split(".")[1]) for t in taps if t.startswith("stages.")})
 
     def channels(self) -> list[int]:
         return [f["num_chs"] for f in self.feature_info]
@@ -212,18 +222,15 @@ class EfficientNetFeatures(nn.Module):
         return [f["reduction"] for f in self.feature_info]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.activation_recompute and self.training and torch.is_grad_enabled():
-            with recompute_activations():
-                return self._forward(x)
-        return self._forward(x)
+        return [_like_input(f, x, self.channels_last) for f in self._forward(x)]
 
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
-        if _wants_channels_last(self.channels_last, x):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
-        for i in range(self._n_stages):
-            x = self.stages[i](x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
             if i in self._taps:
                 out.append(x)
         if self.head is not None:

@@ -1,7 +1,9 @@
 """Issue 5, acceptance 4: every fast path gives the plain model's numbers (fp32, max abs < 1e-4).
 
-The reference is the same model run under ``plain_ops()`` (no BN folding, no fused BN+SiLU, no
-in-place ops, no automatic channels-last), or plain ``nn`` modules for the single layers.
+The fast paths are what ``effnet.accelerate`` installs (effnet's own entry points apply it). The
+reference is the same model run under ``plain_ops()`` (the accelerated modules then run their
+plain ``nn`` children: no BN folding, no fused BN+SiLU, no in-place ops), or plain ``nn``
+modules for the single layers.
 
 Random networks amplify float32 rounding (their logits reach ~20; the plain fp32 model is itself
 ~9e-5 away from a float64 run), so whole-model comparisons scale the 1e-4 bound by the output
@@ -18,8 +20,8 @@ import torch
 from torch import nn
 
 import effnet
-from effnet.layers import ConvBNAct, DropPath, channel_scale
-from effnet.perf.fused import MemoryEfficientSiLU, bn_silu, plain_ops, silu
+from effnet.fused import MemoryEfficientSiLU, bn_silu, channel_scale, plain_ops, silu
+from effnet.layers import ConvBNAct, DropPath
 from effnet.perf.optimize import fold_batchnorm, optimize_for_inference
 
 TOL = 1e-4
@@ -27,9 +29,10 @@ SIZE = 64  # small inputs keep the fast suite fast; every layer type still runs
 
 
 def _calibrated(name: str, **kw) -> nn.Module:
-    """A random model with non-trivial BN parameters and statistics measured on random images
-    (default statistics make folding a no-op; made-up ones make deep random nets explode)."""
-    model = effnet.create_model(name, **kw)
+    """A random accelerated model with non-trivial BN parameters and statistics measured on
+    random images (default statistics make folding a no-op; made-up ones make deep random nets
+    explode)."""
+    model = effnet.accelerate(effnet.create_model(name, **kw))
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # cumulative average over the calibration batches
@@ -198,6 +201,7 @@ def test_default_train_path_matches_plain_gradients_and_stats(recompute):
     a = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.2).train()
     b = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.2).train()
     b.load_state_dict(a.state_dict())
+    effnet.accelerate(a)
     a.set_activation_recompute(recompute)
     x = torch.randn(4, 3, SIZE, SIZE)
     torch.manual_seed(5)
@@ -298,7 +302,7 @@ def _checkpoint_run(model: nn.Module, x: torch.Tensor, enable: bool) -> tuple:
 def test_grad_checkpointing_same_gradients_drop_path_and_bn_stats(recompute):
     torch.manual_seed(0)
     model = effnet.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.5).train()
-    model.set_activation_recompute(recompute)
+    effnet.accelerate(model).set_activation_recompute(recompute)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(4, 3, SIZE, SIZE)
     out_a, grads_a, stats_a = _checkpoint_run(model, x, False)
@@ -338,7 +342,7 @@ def test_torch_compile_inference_and_training_match_eager():
         "efficientnet_b0", num_classes=10, drop_path_rate=0.0, drop_rate=0.0
     ).train()
     b.load_state_dict(a.state_dict())
-    compiled = torch.compile(a, backend="aot_eager")
+    compiled = torch.compile(effnet.accelerate(a), backend="aot_eager")
     compiled(x).square().mean().backward()
     b(x).square().mean().backward()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import effnet
-import effnet.perf.fused as fused
-from effnet.perf.bench import (
+import effnet.fused as fused
+from effnet.benchmark.engine import (
     Candidate,
     format_report,
     measure,
@@ -172,11 +172,11 @@ def test_recipes_replace_stored_activations_in_training(monkeypatch):
         return out
 
     monkeypatch.setattr(fused, "_pack", counting)
-    model = effnet.create_model("efficientnet_lite0").train()
+    model = effnet.accelerate(effnet.create_model("efficientnet_lite0")).train()
     model.set_activation_recompute(True)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert counted["recipes"] == 0  # Lite uses ReLU6: nothing to rebuild
-    model = effnet.create_model("efficientnet_b0").train()
+    model = effnet.accelerate(effnet.create_model("efficientnet_b0")).train()
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert counted["recipes"] == 0  # off by default: speed first
     model.set_activation_recompute(True)

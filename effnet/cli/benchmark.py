@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.perf.bench import PEERS, format_report, run_benchmark
+    from effnet.benchmark.engine import PEERS, format_report, run_benchmark
 
     against = tuple(a.strip() for a in args.against.split(",") if a.strip())
     for a in against:

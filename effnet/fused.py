@@ -1,17 +1,20 @@
-"""Memory-lean activations for training: SiLU and BatchNorm+SiLU as custom autograd Functions.
+"""effnet's fused training kernels: memory-lean SiLU, BatchNorm+SiLU and the SE channel scale
+as custom autograd Functions, plus the activation-recompute recorder.
 
 Autograd keeps every intermediate a backward formula needs. In a conv -> BN -> SiLU unit that is
 the conv output (for BN), the BN output (for SiLU) and the SiLU output (for the next conv): three
 activation maps. ``bn_silu`` keeps only the conv output and the per-channel batch statistics,
 recomputes the BN output in backward (one cheap elementwise pass) and writes the SiLU and BN
-gradients over that buffer. Inside ``recompute_activations`` (which EfficientNet.forward opens
-when ``set_activation_recompute(True)`` was called), the consumers of a BN+SiLU output (the next
-conv, SE) store a recipe instead of the map, rebuilt in backward to float rounding: one stored
-map per conv -> BN -> SiLU unit instead of two. Forward and backward run on the ATen batch-norm
-kernels autograd itself uses, so gradients match the plain modules.
+gradients over that buffer. Inside ``recompute_activations`` the consumers of a BN+SiLU output
+(the next conv, SE) store a recipe instead of the map, rebuilt in backward to float rounding.
+Forward and backward run on the ATen batch-norm kernels autograd itself uses, so gradients match
+the plain modules.
 
-Both fall back to the plain ops while exporting (ONNX, TorchScript, torch.export), where a custom
-Function would not translate into standard operators.
+Nothing here is used by the models ``create_model`` returns: they are plain ``nn`` modules. The
+kernels run only inside the modules that ``effnet.accelerate`` installs (``effnet/fast.py``),
+and only when ``fast_ops()`` says the call is an ordinary eager one. Each backward checks for
+``create_graph=True`` (grad mode on inside backward) and then differentiates the plain formula
+instead, so double backward stays correct.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 _fast_paths = True
 
 
 @contextmanager
 def plain_ops() -> Iterator[None]:
-    """Run effnet models with their fast paths off: no BN folding, fused BN+SiLU, in-place ops
-    or automatic channels-last. The reference behaviour for tests and before/after benchmarks."""
+    """Switch the fast modules that ``effnet.accelerate`` installed back to their plain ``nn``
+    behaviour for the duration (the reference for tests and before/after benchmarks)."""
     global _fast_paths
     before, _fast_paths = _fast_paths, False
     try:
@@ -40,18 +44,26 @@ def plain_ops() -> Iterator[None]:
 
 
 def fast_ops() -> bool:
-    """Whether the fast paths may run now (not switched off, not exporting)."""
-    return _fast_paths and not exporting()
+    """Whether a fast path may run now: not switched off, and an ordinary eager call (not a
+    trace, script, export, compile, FX trace or torch.func transform)."""
+    return _fast_paths and not exporting() and not transformed()
 
 
 def exporting() -> bool:
-    """True while the model is being traced or scripted for export (plain ops only there)."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
+    """True while the model is being traced, scripted, exported or compiled."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or is_fx_symbolic_tracing():
         return True
     if torch.onnx.is_in_onnx_export():
         return True
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_exporting())
+    return torch.compiler.is_compiling()
+
+
+def transformed() -> bool:
+    """True under torch.func transforms (vmap, grad, jvp) or forward-mode AD, which need
+    autograd formulas the fused Functions do not provide."""
+    return (
+        torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
 class _SiLUFn(torch.autograd.Function):
@@ -63,6 +75,9 @@ class _SiLUFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain formula
+            s = torch.sigmoid(x)
+            return grad * s * (1 + x * (1 - s))
         return _silu_grad(x.clone(), grad)
 
 
@@ -83,7 +98,9 @@ def silu(x: torch.Tensor) -> torch.Tensor:
 
 
 class MemoryEfficientSiLU(nn.Module):
-    """Drop-in ``nn.SiLU``: same values and gradients, stores only the input, exports as SiLU."""
+    """Drop-in ``nn.SiLU``: same values and gradients, stores only the input, exports as SiLU.
+    It overwrites its input when no gradient is recorded, so use it only where nothing else
+    reads that input."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return silu(x)
@@ -101,7 +118,7 @@ class _BNSiLUFn(torch.autograd.Function):
         shape = (1, -1, 1, 1)
         scale = (weight * invstd).reshape(shape)
         shift = (bias - mean * scale.flatten()).reshape(shape)
-        ctx.save_for_backward(x, weight, mean, invstd, scale, shift)
+        ctx.save_for_backward(x, weight, bias, mean, invstd, scale, shift)
         ctx.eps = eps
         if _recipes is not None:
             # Whoever saves ``out`` for backward (the next conv, SE) may store this recipe
@@ -111,31 +128,44 @@ class _BNSiLUFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, mean, invstd, scale, shift = ctx.saved_tensors
-        grad_y = _silu_grad(_affine(x, scale, shift), grad)
-        # The input gradient overwrites grad_y (our own buffer): ATen reduces grad_y first and
-        # then writes each element after reading it, so this is exact and saves an allocation.
-        dw, db = torch.empty_like(weight), torch.empty_like(weight)
-        dx, dw, db = torch.ops.aten.native_batch_norm_backward.out(
-            grad_y,
-            x,
-            weight,
-            None,
-            None,
-            mean,
-            invstd,
-            True,
-            ctx.eps,
-            [True, True, True],
-            out0=grad_y,
-            out1=dw,
-            out2=db,
-        )
+        x, weight, bias, mean, invstd, scale, shift = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain formula
+            grads = _bn_silu_grads_differentiable(ctx, grad, x, weight, bias)
+        else:
+            grads = _bn_silu_grads(ctx, grad, x, weight, mean, invstd, scale, shift)
         grads = [
-            g if need else None
-            for g, need in zip((dx, dw, db), ctx.needs_input_grad[:3], strict=True)
+            g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3], strict=True)
         ]
         return (*grads, None, None, None, None)
+
+
+def _bn_silu_grads(ctx, grad, x, weight, mean, invstd, scale, shift):
+    grad_y = _silu_grad(_affine(x, scale, shift), grad)
+    # The input gradient overwrites grad_y (our own buffer): ATen reduces grad_y first and then
+    # writes each element after reading it, so this is exact and saves an allocation.
+    dw, db = torch.empty_like(weight), torch.empty_like(weight)
+    return torch.ops.aten.native_batch_norm_backward.out(
+        grad_y,
+        x,
+        weight,
+        None,
+        None,
+        mean,
+        invstd,
+        True,
+        ctx.eps,
+        [True, True, True],
+        out0=grad_y,
+        out1=dw,
+        out2=db,
+    )
+
+
+def _bn_silu_grads_differentiable(ctx, grad, x, weight, bias):
+    inputs = (x, weight, bias)
+    with torch.enable_grad():
+        y = F.silu(F.batch_norm(x, None, None, weight, bias, True, 0.0, ctx.eps))
+    return torch.autograd.grad(y, inputs, grad, create_graph=True, allow_unused=True)
 
 
 def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -175,7 +205,7 @@ def recompute_activations() -> Iterator[None]:
     """Record a training forward so that BN+SiLU outputs saved by their consumers are rebuilt
     from the BN input in backward instead of being stored (one elementwise pass each)."""
     global _recipes
-    if not fast_ops() or torch.compiler.is_compiling():
+    if not fast_ops():
         yield
         return
     outer, _recipes = _recipes, {}
@@ -186,18 +216,18 @@ def recompute_activations() -> Iterator[None]:
         _recipes = outer
 
 
-def bn_silu_eligible(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
+def bn_silu_eligible(bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``bn_silu`` reproduces ``SiLU(bn(x))`` exactly for this module and input."""
     return (
-        bn.training
+        type(bn) is nn.BatchNorm2d
+        and bn.training
         and bn.track_running_stats
         and bn.affine
         and bn.running_mean is not None
         and torch.is_grad_enabled()
         and fast_ops()
-        # Under torch.compile the plain ops fuse and recompute on their own.
-        and not torch.compiler.is_compiling()
         and x.dim() == 4
+        and not x.is_meta
         # Mixed precision keeps the plain ops (their dtype rules are autocast's to decide).
         and x.dtype == bn.weight.dtype
         and not torch.is_autocast_enabled(x.device.type)
@@ -206,9 +236,43 @@ def bn_silu_eligible(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
 
 def bn_silu(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     """``SiLU(bn(x))`` in training mode, storing only ``x`` and the batch statistics."""
+    if x.numel() // x.shape[1] <= 1:
+        # nn.BatchNorm's own check, made before anything is written: one value per channel
+        # would put NaN into the running variance.
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.size()}"
+        )
     # nn.BatchNorm's own bookkeeping: count batches, momentum None means a cumulative average.
     bn.num_batches_tracked.add_(1)
     momentum = bn.momentum
     if momentum is None:
         momentum = 1.0 / float(bn.num_batches_tracked)
     return _BNSiLUFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps)
+
+
+class _ChannelScaleFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, gate)
+        return x * gate
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, gate = ctx.saved_tensors
+        need_x, need_gate = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: the plain, differentiable formula
+            dgate = (grad * x).sum((2, 3), keepdim=True) if need_gate else None
+            return (grad * gate if need_x else None), dgate
+        if not need_gate:
+            return grad * gate, None
+        # One full-size buffer instead of autograd's two: grad * x is reduced to the gate's
+        # gradient, then the same buffer receives the input gradient.
+        buf = torch.mul(grad, x)
+        dgate = buf.sum((2, 3), keepdim=True, dtype=gate.dtype)
+        dx = torch.mul(grad, gate, out=buf) if need_x else None
+        return dx, dgate
+
+
+def channel_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``x * gate`` for a (N, C, 1, 1) gate, with a backward that allocates one map, not two."""
+    return _ChannelScaleFn.apply(x, gate)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
-from effnet.perf.fused import MemoryEfficientSiLU, plain_ops
+from effnet.fast import accelerate
 from effnet.perf.optimize import optimize_for_inference
 
 PEERS = ("timm", "torchvision", "onnxruntime")
@@ -233,22 +233,60 @@ def build_candidates(
 ) -> tuple[list[Candidate], list[str]]:
     """effnet's paths first, then each available peer; returns (candidates, skipped notes)."""
     skipped: list[str] = []
-    cands: list[Candidate] = []
     model = effnet.create_model(name, device=device)
     example = torch.randn(1, 3, image_size, image_size, device=device)
+    cands = _effnet_candidates(model, modes, compile_mode, log)
+    want_ort = "onnxruntime" in against and "infer" in modes and device.type == "cpu"
+    if want_ort and _importable("onnxruntime"):
+        log("exporting effnet to ONNX")
+        fast = optimize_for_inference(model, channels_last=False)
+        cands.append(
+            Candidate(
+                "effnet onnxruntime",
+                infer=_onnx_session(fast, example, threads, workdir / "effnet.onnx"),
+                note="folded graph, ORT graph optimizations: all",
+            )
+        )
+    elif want_ort:
+        skipped.append("onnxruntime: not installed (pip install onnxruntime)")
+    peers, peer_cands = _peer_candidates(name, against, modes, model.num_classes, device, skipped)
+    cands += peer_cands
+    if want_ort and _importable("onnxruntime"):
+        source = next((p for p in ("torchvision", "timm") if p in peers), None)
+        if source is None:
+            skipped.append("onnxruntime peer: needs --against torchvision or timm to export")
+        else:
+            log(f"exporting {source} to ONNX")
+            cands.append(
+                Candidate(
+                    f"onnxruntime ({source} export)",
+                    infer=_onnx_session(
+                        peers[source].eval(), example, threads, workdir / f"{source}.onnx"
+                    ),
+                    note=f"{source}'s own model exported, same session options",
+                )
+            )
+    return cands, skipped
 
-    cands.append(
+
+def _effnet_candidates(
+    model: nn.Module, modes: tuple[str, ...], compile_mode: str | None, log: Callable
+) -> list[Candidate]:
+    """effnet's own paths: the default (``effnet.accelerate``, what effnet's entry points run),
+    activation recompute, optimize_for_inference and torch.compile."""
+    fast = accelerate(_train_copy(model))
+    cands = [
         Candidate(
             "effnet",
-            infer=_no_grad(model.eval()) if "infer" in modes else None,
-            train_step=_sgd_step(_train_copy(model)) if "train" in modes else None,
-            note="default eager (BN folded on the fly, channels-last on CPU)",
+            infer=_no_grad(fast.eval()) if "infer" in modes else None,
+            train_step=_sgd_step(_train_copy(fast)) if "train" in modes else None,
+            note="default: effnet.accelerate (BN folded per call, fused BN+SiLU, channels-last)",
             probe="effnet",
         )
-    )
-    if "train" in modes and any(isinstance(m, MemoryEfficientSiLU) for m in model.modules()):
+    ]
+    if "train" in modes and any(isinstance(m, nn.SiLU) for m in model.modules()):
         # Only SiLU models have BN+SiLU outputs to rebuild (Lite's ReLU6 has none).
-        lean = _train_copy(model)
+        lean = _train_copy(fast)
         lean.set_activation_recompute(True)
         cands.append(
             Candidate(
@@ -281,21 +319,19 @@ def build_candidates(
                 note=f"torch.compile mode={compile_mode}",
             )
         )
-    want_ort = "onnxruntime" in against and "infer" in modes and device.type == "cpu"
-    if want_ort and _importable("onnxruntime"):
-        log("exporting effnet to ONNX")
-        fast = optimize_for_inference(model, channels_last=False)
-        cands.append(
-            Candidate(
-                "effnet onnxruntime",
-                infer=_onnx_session(fast, example, threads, workdir / "effnet.onnx"),
-                note="folded graph, ORT graph optimizations: all",
-            )
-        )
-    elif want_ort:
-        skipped.append("onnxruntime: not installed (pip install onnxruntime)")
+    return cands
 
+
+def _peer_candidates(
+    name: str,
+    against: tuple[str, ...],
+    modes: tuple[str, ...],
+    num_classes: int,
+    device: torch.device,
+    skipped: list[str],
+) -> tuple[dict[str, nn.Module], list[Candidate]]:
     peers: dict[str, nn.Module] = {}
+    cands: list[Candidate] = []
     for peer, table, builder in (
         ("timm", TIMM_NAMES, _build_timm),
         ("torchvision", TORCHVISION_NAMES, _build_torchvision),
@@ -308,7 +344,7 @@ def build_candidates(
         if name not in table:
             skipped.append(f"{peer}: has no {name}")
             continue
-        ref = builder(name, model.num_classes).to(device)
+        ref = builder(name, num_classes).to(device)
         peers[peer] = ref
         cands.append(
             Candidate(
@@ -319,22 +355,7 @@ def build_candidates(
                 probe=peer,
             )
         )
-    if want_ort and _importable("onnxruntime"):
-        source = next((p for p in ("torchvision", "timm") if p in peers), None)
-        if source is None:
-            skipped.append("onnxruntime peer: needs --against torchvision or timm to export")
-        else:
-            log(f"exporting {source} to ONNX")
-            cands.append(
-                Candidate(
-                    f"onnxruntime ({source} export)",
-                    infer=_onnx_session(
-                        peers[source].eval(), example, threads, workdir / f"{source}.onnx"
-                    ),
-                    note=f"{source}'s own model exported, same session options",
-                )
-            )
-    return cands, skipped
+    return peers, cands
 
 
 def _train_copy(model: nn.Module) -> nn.Module:
@@ -350,10 +371,10 @@ def _importable(module: str) -> bool:
 
 
 def effnet_variant(name: str, kind: str) -> tuple[nn.Module, contextlib.AbstractContextManager]:
-    """effnet built as ``kind`` says: "effnet" plus flags "optimized" (optimize_for_inference),
-    "plain" (fast paths off), "cl" (channels-last forced on), "nchw" (off), "ckpt" (gradient
-    checkpointing), "recompute" (activation recompute). Returns the model and the context its
-    calls must run in."""
+    """effnet built as ``kind`` says: "effnet" (the default: ``effnet.accelerate``) plus flags
+    "optimized" (optimize_for_inference), "plain" (the model as create_model returns it, no
+    fast paths), "cl" (channels-last forced on), "nchw" (off), "ckpt" (gradient checkpointing),
+    "recompute" (activation recompute). Returns the model and the context its calls run in."""
     flags = set(kind.split()[1:])
     unknown = flags - {"optimized", "plain", "cl", "nchw", "ckpt", "recompute"}
     if unknown:
@@ -361,13 +382,16 @@ def effnet_variant(name: str, kind: str) -> tuple[nn.Module, contextlib.Abstract
     model = effnet.create_model(name)
     if "optimized" in flags:
         model = optimize_for_inference(model, channels_last=False if "nchw" in flags else None)
+    elif "plain" not in flags:
+        accelerate(model)
     if "cl" in flags or "nchw" in flags:
         model.channels_last = "cl" in flags
+        model.to(memory_format=torch.channels_last if "cl" in flags else torch.contiguous_format)
     if "ckpt" in flags:
         model.set_grad_checkpointing(True)
     if "recompute" in flags:
         model.set_activation_recompute(True)
-    return model, (plain_ops() if "plain" in flags else contextlib.nullcontext())
+    return model, contextlib.nullcontext()
 
 
 def _probe(kind: str, name: str, size: int, batch: int, mode: str, threads: int) -> float | None:
@@ -413,7 +437,7 @@ def _probe_in_subprocess(
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
     }
     code = (
-        "import json, sys; from effnet.perf.bench import _probe; "
+        "import json, sys; from effnet.benchmark.engine import _probe; "
         "print(json.dumps(_probe(*json.loads(sys.argv[1]))))"
     )
     args = json.dumps([kind, name, size, batch, mode, threads])
@@ -472,25 +496,8 @@ def measure(
     xn = torch.randn(batch_size, 3, size, size, device=dev)
     y = torch.randint(0, 1000, (batch_size,), device=dev)
     results: dict[str, dict[str, Series]] = {c.name: {} for c in cands}
-    # Peak memory: each candidate once in a fresh process (allocations are deterministic;
-    # in this process the other candidates' allocator and oneDNN caches would blur it).
-    if not memory:
-        pass
-    elif dev.type == "cpu":
-        log("memory pass (one fresh process per candidate)")
-        for c in cands:
-            for m in modes:
-                if c.probe is None or (c.infer if m == "infer" else c.train_step) is None:
-                    continue
-                peak = _probe_in_subprocess(c.probe, name, size, batch_size, m, threads, log)
-                if peak is not None:
-                    results[c.name].setdefault(f"{m}_peak_mib", Series()).values.append(peak)
-    else:
-        for c in cands:
-            if c.train_step is not None and "train" in modes:
-                with PeakMemory(dev) as mem:
-                    c.train_step(xn, y)
-                results[c.name].setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
+    if memory:
+        _memory_pass(cands, results, name, size, batch_size, modes, threads, dev, (xn, y), log)
 
     def infer(c: Candidate, timed: bool) -> None:
         if not timed:
@@ -515,27 +522,52 @@ def measure(
     # inference that allocates a lot runs much faster (torchvision's B0: 27.5 -> 46.1 img/s in
     # benchmarks/results/cpu_limits.md), a state a serving process never reaches.
     for phase, run in (("infer", infer), ("train", train)):
-        if phase not in modes:
-            continue
-        active = [c for c in cands if (c.infer if phase == "infer" else c.train_step) is not None]
-        # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
-        log(f"{phase}: warm-up ({warmup} rounds)")
-        for c in active:
-            for _ in range(warmup):
-                run(c, False)
-        for r in range(reps):
-            log(f"{phase}: repetition {r + 1}/{reps}")
-            # Interleaved: every candidate once per repetition, in forward order on even
-            # repetitions and reversed on odd ones. Running right after a given other
-            # candidate (its caches, its freed memory) shifts a timing by several percent (two
-            # identical ONNX Runtime graphs read 1.09x first, 0.92x second); alternating
-            # cancels that.
-            for c in active if r % 2 == 0 else active[::-1]:
-                run(c, True)
+        if phase in modes:
+            _interleaved(cands, phase, run, reps, warmup, log)
     return {
         c.name: {"note": c.note, **{k: v.summary() for k, v in results[c.name].items()}}
         for c in cands
     }
+
+
+def _memory_pass(cands, results, name, size, batch_size, modes, threads, dev, batch, log) -> None:
+    """Peak memory: each candidate once in a fresh process on CPU (allocations are
+    deterministic; in this process the other candidates' allocator and oneDNN caches would
+    blur it), or here with the CUDA allocator's own statistics."""
+    if dev.type == "cpu":
+        log("memory pass (one fresh process per candidate)")
+        for c in cands:
+            for m in modes:
+                if c.probe is None or (c.infer if m == "infer" else c.train_step) is None:
+                    continue
+                peak = _probe_in_subprocess(c.probe, name, size, batch_size, m, threads, log)
+                if peak is not None:
+                    results[c.name].setdefault(f"{m}_peak_mib", Series()).values.append(peak)
+        return
+    for c in cands:
+        if c.train_step is not None and "train" in modes:
+            with PeakMemory(dev) as mem:
+                c.train_step(*batch)
+            results[c.name].setdefault("train_peak_mib", Series()).values.append(mem.peak_mib)
+
+
+def _interleaved(
+    cands: list[Candidate], phase: str, run: Callable, reps: int, warmup: int, log: Callable
+) -> None:
+    active = [c for c in cands if (c.infer if phase == "infer" else c.train_step) is not None]
+    # Warm-up: first calls allocate, pick kernels and (for torch.compile) compile.
+    log(f"{phase}: warm-up ({warmup} rounds)")
+    for c in active:
+        for _ in range(warmup):
+            run(c, False)
+    for r in range(reps):
+        log(f"{phase}: repetition {r + 1}/{reps}")
+        # Interleaved: every candidate once per repetition, in forward order on even
+        # repetitions and reversed on odd ones. Running right after a given other candidate
+        # (its caches, its freed memory) shifts a timing by several percent (two identical
+        # ONNX Runtime graphs read 1.09x first, 0.92x second); alternating cancels that.
+        for c in active if r % 2 == 0 else active[::-1]:
+            run(c, True)
 
 
 def run_benchmark(

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of effnet against its peers (timm, torchvision, ONNX Runtime)."""

@@ -1,0 +1,200 @@
+"""``effnet.accelerate``: effnet's fast paths, as one explicit, reversible, in-place transform.
+
+``create_model`` returns plain ``nn`` modules. ``accelerate(model)`` changes the class of the
+units it knows (conv -> BN -> act, squeeze-excite, the MBConv / Fused-MBConv residual, the
+network) to subclasses whose ``forward`` computes the same values faster, on the kernels in
+``effnet.fused``:
+
+- training: BN + SiLU as one memory-lean autograd node, the SE gate's one-buffer backward, the
+  drop-path scale fused into the residual add, and activation recompute when asked for;
+- inference: BatchNorm folded into the conv weights on every call (nothing is cached, so the
+  parameters are always the truth), activations and residual adds in place where nobody else
+  can see the intermediate;
+- channels-last on CPU, with outputs returned in the input's memory format.
+
+Each fast ``forward`` first checks that it may run: the fast paths are on (``plain_ops()``
+turns them off), the call is ordinary eager code (not a trace, script, export, compile or
+torch.func transform), the child modules are exactly the types the kernel assumes, and no hook
+watches a module the kernel would skip. Otherwise it runs the plain modules, so a child swapped
+after ``accelerate`` (SyncBatchNorm, FrozenBatchNorm2d, GroupNorm, another activation) runs.
+State dict keys, parameters and modules are unchanged; ``accelerate(model, enable=False)``
+restores the plain classes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as _module
+
+from effnet.blocks import FusedMBConv, MBConv
+from effnet.fused import bn_silu, bn_silu_eligible, channel_scale, fast_ops, recompute_activations
+from effnet.layers import Conv2dSame, ConvBNAct, DropPath, SqueezeExcite, fold_bn
+from effnet.model import EfficientNet, EfficientNetFeatures
+
+_CONVS = (nn.Conv2d, Conv2dSame)
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether a hook may watch one of ``modules`` (or every module): a fast path that skips a
+    module or overwrites its output must then step aside."""
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return True
+    if _module._global_backward_hooks or _module._global_backward_pre_hooks:
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in modules
+    )
+
+
+def _recording(t: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and t.requires_grad
+
+
+def _activate(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    # ``y`` is a fresh conv output that nobody else holds: SiLU may overwrite it when no
+    # gradient is recorded (the ReLUs are in-place modules already).
+    if type(act) is nn.SiLU:
+        return F.silu(y, inplace=not _recording(y))
+    return act(y)
+
+
+class FastConvBNAct(ConvBNAct):
+    """``ConvBNAct`` with BN folded into the conv in eval and BN+SiLU fused in training."""
+
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn, act = self.conv, self.bn, self.act
+        if (
+            not fast_ops()
+            or x.is_meta
+            or type(conv) not in _CONVS
+            or type(bn) not in (nn.BatchNorm2d, nn.Identity)
+            or _hooked(conv, bn, act)
+        ):
+            return super().forward(x)
+        if type(bn) is nn.Identity:  # folded for good (optimize_for_inference)
+            return _activate(act, conv(x))
+        if bn.training:
+            y = conv(x)
+            if type(act) is nn.SiLU and bn_silu_eligible(bn, y):
+                return bn_silu(y, bn)
+            return act(bn(y))
+        if not bn.track_running_stats or bn.running_var is None:
+            return super().forward(x)  # eval on batch statistics: nothing to fold
+        weight, bias = fold_bn(conv, bn)
+        return _activate(act, conv._conv_forward(x, weight, bias))
+
+
+class FastSqueezeExcite(SqueezeExcite):
+    """``SqueezeExcite`` whose channel scale keeps one buffer in backward, not two."""
+
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.gate(x)
+        if fast_ops() and _recording(x) and not x.is_meta and x.dim() == 4:
+            return channel_scale(x, gate)
+        return x * gate
+
+
+class _FastResidual:
+    """The residual add of MBConv / Fused-MBConv with drop path fused in (training) or done in
+    place on the branch output (inference, when no hook can see that output)."""
+
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
+        if not self.has_skip:
+            return out
+        skip = self.shortcut(x)
+        dp = self.drop_path
+        if not fast_ops() or type(dp) is not DropPath or _hooked(dp):
+            return dp(out) + skip
+        if dp.training and dp.p > 0.0:
+            return dp.add(out, skip)
+        if not _recording(out) and not out.is_meta and not _hooked(*self.modules()):
+            return out.add_(skip)
+        return out + skip
+
+
+class FastMBConv(_FastResidual, MBConv):
+    pass
+
+
+class FastFusedMBConv(_FastResidual, FusedMBConv):
+    pass
+
+
+class FastEfficientNet(EfficientNet):
+    """``EfficientNet`` whose training forward records activation recompute when asked for."""
+
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_recompute and self.training and torch.is_grad_enabled():
+            with recompute_activations():
+                return super().forward(x)
+        return super().forward(x)
+
+
+class FastEfficientNetFeatures(EfficientNetFeatures):
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.activation_recompute and self.training and torch.is_grad_enabled():
+            with recompute_activations():
+                return super().forward(x)
+        return super().forward(x)
+
+
+FAST_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
+    ConvBNAct: FastConvBNAct,
+    SqueezeExcite: FastSqueezeExcite,
+    MBConv: FastMBConv,
+    FusedMBConv: FastFusedMBConv,
+    EfficientNet: FastEfficientNet,
+    EfficientNetFeatures: FastEfficientNetFeatures,
+}
+PLAIN_CLASSES = {fast: plain for plain, fast in FAST_CLASSES.items()}
+
+
+def accelerate(
+    model: nn.Module, enable: bool = True, *, channels_last: bool | None = None
+) -> nn.Module:
+    """Install (or with ``enable=False`` remove) effnet's fast paths in ``model``, in place.
+
+    Only modules of exactly effnet's own classes change; a user subclass or a swapped-in module
+    keeps its own ``forward``. ``channels_last=None`` picks NHWC where it is faster (a model on
+    the CPU); it converts the conv weights and makes the network run NHWC inside, while its
+    outputs keep the input's memory format. Returns ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"accelerate needs an nn.Module, got {type(model).__name__}")
+    table = FAST_CLASSES if enable else PLAIN_CLASSES
+    nets = []
+    for m in model.modules():
+        new = table.get(type(m))
+        if new is not None:
+            m.__class__ = new
+        if isinstance(m, EfficientNet | EfficientNetFeatures):
+            nets.append(m)
+    if not enable:
+        return model
+    if channels_last is None:
+        param = next(model.parameters(), None)
+        channels_last = param is not None and param.device.type == "cpu"
+    for net in nets:
+        net.channels_last = channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def is_accelerated(model: nn.Module) -> bool:
+    """Whether ``accelerate`` has installed the fast paths in ``model``."""
+    return any(type(m) in PLAIN_CLASSES for m in model.modules())
