@@ -130,10 +130,16 @@ class FastFusedMBConv(_FastResidual, FusedMBConv):
     pass
 
 
-class FastEfficientNet(EfficientNet):
-    """``EfficientNet`` whose training forward records activation recompute when asked for."""
-
+class _FastNet:
     fast = True
+
+    def _run_channels_last(self) -> bool:
+        # torch.func transforms cannot change memory formats: NCHW there.
+        return self.channels_last and fast_ops()
+
+
+class FastEfficientNet(_FastNet, EfficientNet):
+    """``EfficientNet`` whose training forward records activation recompute when asked for."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation_recompute and self.training and torch.is_grad_enabled():
@@ -142,8 +148,7 @@ class FastEfficientNet(EfficientNet):
         return super().forward(x)
 
 
-class FastEfficientNetFeatures(EfficientNetFeatures):
-    fast = True
+class FastEfficientNetFeatures(_FastNet, EfficientNetFeatures):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.activation_recompute and self.training and torch.is_grad_enabled():

@@ -75,7 +75,7 @@ class EfficientNet(nn.Module):
         return _like_input(self._features(x), x, self.channels_last)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
+        if self._run_channels_last():
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
@@ -83,6 +83,9 @@ class EfficientNet(nn.Module):
         else:
             x = self.stages(x)
         return self.head(x)
+
+    def _run_channels_last(self) -> bool:
+        return self.channels_last
 
     @torch.jit.unused
     def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,9 +227,12 @@ class EfficientNetFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [_like_input(f, x, self.channels_last) for f in self._forward(x)]
 
+    def _run_channels_last(self) -> bool:
+        return self.channels_last
+
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
-        if self.channels_last:
+        if self._run_channels_last():
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
