@@ -67,7 +67,7 @@ def test_conversion_keeps_tensors_and_keys():
     assert [id(b) for b in model.buffers()] == buffers
     assert list(model.state_dict()) == keys
     assert opt.param_groups[0]["params"][2] is model[1].weight
-    with pytest.raises(ValueError, match="nn.Module"):
+    with pytest.raises(ValueError, match=r"nn\.Module"):
         convert_sync_batchnorm("model")
 
 
