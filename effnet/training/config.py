@@ -16,6 +16,7 @@ OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
 AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
 AMP_MODES = ("none", "bf16", "fp16")
+PROGRESS_MODES = ("auto", "bar", "log", "none")
 MIN_IMAGE_SIZE = 32
 
 
@@ -181,9 +182,15 @@ def _int(v: Any) -> bool:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ValueError naming the first invalid option (and its value); return ``cfg``."""
+    for check in (_check_basics, _check_ranges, _check_model_options, _check_progressive):
+        check(cfg)
+    return cfg
+
+
+def _check_basics(c: TrainConfig) -> None:
+    """Names, choices and sizes."""
     from effnet.registry import get_variant
 
-    c = cfg
     get_variant(c.model)  # unknown model -> ValueError with suggestions
     _check(isinstance(c.data, str) and bool(c.data), "data", c.data, "a dataset name or folder")
     _check(_int(c.epochs) and c.epochs > 0, "epochs", c.epochs, "a positive integer")
@@ -196,7 +203,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(c.augment in AUGMENTS, "augment", c.augment, f"one of {', '.join(AUGMENTS)}")
     _check(c.amp in AMP_MODES, "amp", c.amp, f"one of {', '.join(AMP_MODES)}")
     _check(
-        c.progress in ("auto", "bar", "log", "none"),
+        c.progress in PROGRESS_MODES,
         "progress",
         c.progress,
         "auto, bar, log or none",
@@ -210,6 +217,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(
         _num(c.val_fraction) and 0 < c.val_fraction < 1, "val_fraction", c.val_fraction, "in (0, 1)"
     )
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    """Numbers within their domains, and the bounds one option sets on another."""
     for name in (
         "max_train_samples",
         "max_val_samples",
@@ -262,6 +273,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(_num(c.opt_eps) and c.opt_eps > 0, "opt_eps", c.opt_eps, "a positive number")
     if c.clip_grad is not None:
         _check(_num(c.clip_grad) and c.clip_grad > 0, "clip_grad", c.clip_grad, "a positive number")
+
+
+def _check_model_options(c: TrainConfig) -> None:
+    """model_kwargs, freezing and the device."""
     _check(isinstance(c.model_kwargs, dict), "model_kwargs", c.model_kwargs, "a mapping")
     reserved = {"num_classes", "pretrained", "image_size", "drop_rate", "drop_path_rate", "device"}
     bad = sorted(reserved & set(c.model_kwargs))
@@ -285,26 +300,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         dev,
         "auto, cpu, cuda or cuda:N",
     )
-    if c.progressive:
-        _check(_int(c.stages) and c.stages >= 1, "stages", c.stages, "an integer >= 1")
-        _check(c.stages <= c.epochs, "stages", c.stages, f"at most epochs ({c.epochs})")
-        if c.prog_image_size is not None:
-            lo, hi = c.prog_image_size
+
+
+def _check_progressive(c: TrainConfig) -> None:
+    """Progressive-learning stages and (start, end) pairs, checked only when it is on."""
+    if not c.progressive:
+        return
+    _check(_int(c.stages) and c.stages >= 1, "stages", c.stages, "an integer >= 1")
+    _check(c.stages <= c.epochs, "stages", c.stages, f"at most epochs ({c.epochs})")
+    if c.prog_image_size is not None:
+        lo, hi = c.prog_image_size
+        _check(
+            _int(lo) and _int(hi) and MIN_IMAGE_SIZE <= lo <= hi,
+            "prog_image_size",
+            list(c.prog_image_size),
+            f"integers start <= end, both >= {MIN_IMAGE_SIZE}",
+        )
+    for name in ("prog_magnitude", "prog_mixup", "prog_dropout"):
+        pair = getattr(c, name)
+        if pair is not None:
             _check(
-                _int(lo) and _int(hi) and MIN_IMAGE_SIZE <= lo <= hi,
-                "prog_image_size",
-                list(c.prog_image_size),
-                f"integers start <= end, both >= {MIN_IMAGE_SIZE}",
+                all(_num(v) and v >= 0 for v in pair),
+                name,
+                list(pair),
+                "two numbers >= 0",
             )
-        for name in ("prog_magnitude", "prog_mixup", "prog_dropout"):
-            pair = getattr(c, name)
-            if pair is not None:
-                _check(
-                    all(_num(v) and v >= 0 for v in pair),
-                    name,
-                    list(pair),
-                    "two numbers >= 0",
-                )
-        if c.prog_dropout is not None:
-            _check(max(c.prog_dropout) < 1, "prog_dropout", list(c.prog_dropout), "below 1")
-    return cfg
+    if c.prog_dropout is not None:
+        _check(max(c.prog_dropout) < 1, "prog_dropout", list(c.prog_dropout), "below 1")
