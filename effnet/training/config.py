@@ -36,20 +36,20 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
     pretrained: str | None = None  # any create_model(pretrained=...) source; new head
     image_size: int = 224
-    crop_pct: float | None = None  # eval crop fraction; None = the model's data config
+    crop_pct: float | None = None  # eval crop fraction (default: the model's data config)
     drop_rate: float | None = None  # classifier dropout; None = the variant's default
     drop_path_rate: float = 0.2  # stochastic depth
     freeze_epochs: int = 0  # train only the head for the first N epochs
     freeze_bn: bool = False  # keep BatchNorm in eval mode (fine-tuning)
-    sync_bn: bool = False  # SyncBatchNorm in multi-process runs
+    sync_bn: bool = False  # BatchNorm statistics over all processes' batches (torchrun)
     # optimisation
     epochs: int = 30
     batch_size: int = 64  # global batch (split across processes)
     optimizer: str = "adamw"
     lr: float = 4e-3
-    lr_per_256: bool = False  # if true, lr is per 256 images and scales with the batch size
-    momentum: float = 0.9
-    opt_eps: float | None = None  # None: 1e-3 for RMSProp, 1e-8 for AdamW
+    lr_per_256: bool = False  # lr is per 256 images and scales with the batch size
+    momentum: float = 0.9  # SGD / RMSProp momentum
+    opt_eps: float | None = None  # optimizer epsilon (default: 1e-3 RMSProp, 1e-8 AdamW)
     weight_decay: float = 0.05
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
@@ -61,15 +61,15 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 = no EMA of weights
     # augmentation
     augment: str = "basic"
-    hflip: float = 0.5
-    crop_scale_min: float = 0.08
-    randaugment_magnitude: float = 9.0
+    hflip: float = 0.5  # horizontal flip probability
+    crop_scale_min: float = 0.08  # smallest area share of a random crop
+    randaugment_magnitude: float = 9.0  # 0-30, as in the papers
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     # progressive learning (EfficientNetV2 Algorithm 1)
     progressive: bool = False
     stages: int = 4
-    prog_image_size: tuple[int, int] | None = None  # (start, end); None = from the paper / model
+    prog_image_size: tuple[int, int] | None = None  # default: from the paper or the model
     prog_magnitude: tuple[float, float] | None = None
     prog_mixup: tuple[float, float] | None = None
     prog_dropout: tuple[float, float] | None = None
