@@ -162,10 +162,8 @@ def test_a_new_config_field_gets_a_flag():
     assert a["--new-ratio"].type is float and a["--new-ratio"].help == "a ratio for something new"
     group = next(g for g in p._action_groups if a["--new-ratio"] in g._group_actions)
     assert group.title == "new section"
-    args = p.parse_args(
-        ["--new-ratio", "0.25", "--new-switch", "--no-new-on", "--new-pair", "1,2"]
-        + ["--new-list", "[3, 4]", "--epochs", "2"]
-    )
+    argv = ["--new-ratio", "0.25", "--new-switch", "--no-new-on", "--new-pair", "1,2"]
+    args = p.parse_args([*argv, "--new-list", "[3, 4]", "--epochs", "2"])
     assert (args.new_ratio, args.new_switch, args.new_on) == (0.25, True, False)
     assert (args.new_pair, args.new_list, args.epochs) == ([1, 2], [3, 4], 2)
     assert p.parse_args([]).new_on is None  # unset: the config decides
