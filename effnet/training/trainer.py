@@ -410,6 +410,7 @@ def _interrupted(st: RunState, where: str) -> Interrupted:
 
 
 def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
+    """Set up (or restore) the run, train its remaining epochs stage by stage, summarise."""
     st = new_run_state(cfg, run_dir, ckpt, dist, device, data, signals)
     fwd = distribute(st.model, cfg, dist, device)
     write_run_config(st)
