@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -166,3 +167,90 @@ def test_real_lite0_cam_on_chelsea(models_and_images):
     assert "cat" in effnet.weights.imagenet_classes()[int(t)]
     # The cat fills the photo: the map should be positive over most of it.
     assert (maps > 0).float().mean() > 0.5
+
+
+# --- the Python API -----------------------------------------------------------------------------
+
+
+def test_cam_images_on_a_module_and_in_memory_images(models_and_images, tmp_path):
+    d, _ = models_and_images
+    model = _tiny(num_classes=4).train()
+    model.class_names = ["cat", "cup", "dog", "pot"]
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 64, 64), "crop_pct": 1.0}
+    photo = Image.open(d / "coffee.jpg")
+    results = camlib.cam_images(model, [d / "chelsea.png", photo], target="dog", out_dir=tmp_path)
+    assert model.training  # the caller's mode is restored
+    assert [r.image for r in results] == [str(d / "chelsea.png"), "image1"]
+    assert all(r.target == 2 and r.class_name == "dog" for r in results)
+    # the maps are exact CAM of the preprocessed images, and the probabilities the model's
+    from effnet.data.transforms import eval_transform
+
+    tf = eval_transform(model.pretrained_cfg)
+    x = torch.stack([tf(Image.open(d / "chelsea.png").convert("RGB")), tf(photo.convert("RGB"))])
+    maps, _, logits = camlib.cam(model.eval(), x, target=2)
+    for r, m, p in zip(results, maps, logits.softmax(1)[:, 2], strict=True):
+        assert r.heatmap.dtype == np.float32 and r.heatmap.shape == (2, 2)
+        np.testing.assert_allclose(r.heatmap, m.numpy(), rtol=1e-5, atol=1e-6)
+        assert r.prob == pytest.approx(float(p), rel=1e-5)
+        assert r.view.size == r.overlay.size == (64, 64)
+        with Image.open(r.path) as saved:
+            assert np.array_equal(np.asarray(saved), np.asarray(r.overlay))
+    assert results[0].model == "efficientnet_b0"  # a module's title: its variant
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "efficientnet_b0__chelsea.png",
+        "efficientnet_b0__image1.png",
+    ]
+    assert results[0].to_dict()["class_name"] == "dog" and results[0].to_dict()["prob"] <= 1
+
+
+def test_cam_images_from_a_file_with_gradcam_and_no_out_dir(models_and_images):
+    d, (m0, _) = models_and_images
+    (r,) = camlib.cam_images(m0, d / "chelsea.png", method="gradcam", layer="stages.3")
+    assert r.model == "m0" and r.path is None and r.heatmap.shape == (4, 4)
+    assert (r.heatmap >= 0).all() and r.to_dict()["overlay"] is None
+
+
+def test_cam_grid_writes_overlays_grid_and_json(models_and_images, tmp_path):
+    d, (m0, m1) = models_and_images
+    results, grid = camlib.cam_grid(
+        [m0, m1], [d / "chelsea.png", d / "coffee.jpg"], target=1, out_dir=tmp_path
+    )
+    assert [(r.model, Path(r.image).name) for r in results] == [
+        ("m0", "chelsea.png"),
+        ("m0", "coffee.jpg"),
+        ("m1", "chelsea.png"),
+        ("m1", "coffee.jpg"),
+    ]
+    assert grid.size == (3 * 228 + 4, 18 + 2 * 242 + 4)
+    rows = json.loads((tmp_path / "cam.json").read_text())
+    assert rows == [r.to_dict() for r in results]
+    assert all(Path(r["overlay"]).is_file() for r in rows)
+    with Image.open(tmp_path / "cam_grid.png") as saved:
+        assert saved.size == grid.size
+
+
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"method": "scorecam"}, "method must be one of cam, gradcam"),
+        ({"alpha": 1.5}, r"alpha must be in \[0, 1\], got 1.5"),
+        ({"target": "tabby"}, "unknown target class 'tabby'"),
+        ({"target": 9}, "target class must be an integer"),
+    ],
+)
+def test_cam_images_bad_options(models_and_images, kwargs, msg):
+    d, (m0, _) = models_and_images
+    with pytest.raises(ValueError, match=msg):
+        camlib.cam_images(m0, [d / "chelsea.png"], **kwargs)
+
+
+def test_cam_api_refuses_random_weights_and_empty_inputs(models_and_images):
+    d, (m0, _) = models_and_images
+    with pytest.raises(ValueError, match="random weights"):
+        camlib.cam_images("efficientnet_b0", [d / "chelsea.png"])
+    with pytest.raises(ValueError, match="no image given"):
+        camlib.cam_images(m0, [])
+    with pytest.raises(ValueError, match="no model given"):
+        camlib.cam_grid([], [d / "chelsea.png"])
+    net, title = camlib.load_cam_model("efficientnet_b0", pretrained="none")
+    assert title == "efficientnet_b0 (random weights)" and not net.training

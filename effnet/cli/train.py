@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import io
 import json
 import os
 import sys
+import textwrap
+import tokenize
+import types
+import typing
 
 from effnet.cli import CLIError
+from effnet.training import config as C
 
 EPILOG = """examples:
   effnet train                                   # small B0 on built-in digits, ~3 min on 2 CPUs
@@ -38,14 +47,151 @@ def _kv(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
+# Only where a flag differs from what its TrainConfig field gives: every field gets
+# --NAME-WITH-DASHES, a type from its annotation (bool: a switch; (a, b) pair: START,END;
+# dict: YAML), its help from the field's comment and its group from the section comment above it.
+FLAGS: dict[str, dict] = {
+    "out": {"metavar": "RUN_DIR", "help": "run folder (default: runs/MODEL-DATA-TIME)"},
+    "device": {"help": "auto (default), cpu, cuda, cuda:N"},
+    "workers": {"help": "data-loading processes (default 0)"},
+    "threads": {"help": "torch CPU threads (0 = torch default)"},
+    "checkpoint_every": {
+        "metavar": "STEPS",
+        "help": "also checkpoint every N steps (default: epoch ends only)",
+    },
+    "data": {"help": "'digits', an ImageFolder tree, or a CIFAR-10/100 folder"},
+    "val_fraction": {"help": "held-out share without a val/ folder"},
+    "strict": {"help": "refuse unreadable images instead of skipping them"},
+    "max_train_samples": {"metavar": "N"},
+    "max_val_samples": {"metavar": "N"},
+    "model": {"help": "a name from `effnet models`"},
+    "model_kwargs": {"help": "create_model options, e.g. '{width_mult: 0.5, bn_momentum: 0.1}'"},
+    "pretrained": {
+        "metavar": "SOURCE",
+        "help": "start from weights (a file, run folder, pip, timm, torchvision); new head",
+    },
+    "drop_rate": {"help": "classifier dropout"},
+    "drop_path_rate": {"help": "stochastic depth rate"},
+    "freeze_epochs": {"help": "train only the head for the first N epochs"},
+    "freeze_bn": {"help": "keep BatchNorm statistics frozen (fine-tuning)"},
+    "batch_size": {"help": "global batch size"},
+    "clip_grad": {"metavar": "NORM"},
+    "ema_decay": {"help": "EMA of weights (0 = off)"},
+    "amp": {"help": "autocast dtype"},
+    "activation_recompute": {
+        "help": "rebuild SiLU(BN(x)) in backward instead of storing it (less memory, ~10%% slower)"
+    },
+    "compile": {"help": "torch.compile the model"},
+    "mixup_alpha": {"flag": "--mixup"},
+    "cutmix_alpha": {"flag": "--cutmix"},
+    "progressive": {"help": "EfficientNetV2 progressive learning (sizes and regularisation grow)"},
+    "stages": {"help": "progressive stages (default 4)"},
+}
+CHOICES = {
+    "optimizer": C.OPTIMIZERS,
+    "schedule": C.SCHEDULES,
+    "augment": C.AUGMENTS,
+    "amp": C.AMP_MODES,
+    "progress": C.PROGRESS_MODES,
+}
+
+
+def _mapping(text: str) -> object:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r}") from None
+
+
+def field_comments(cls) -> tuple[dict[str, str], dict[str, str]]:
+    """(field -> its end-of-line comment, field -> the comment line above its section) of a
+    dataclass and its dataclass bases, read from their source (empty where it is missing)."""
+    helps: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            h, s = _class_comments(klass)
+            helps.update(h)
+            sections.update(s)
+    return helps, sections
+
+
+def _class_comments(cls) -> tuple[dict[str, str], dict[str, str]]:
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}, {}
+    comments = {
+        tok.start[0]: (tok.string.lstrip("#").strip(), tok.line.strip().startswith("#"))
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    helps, sections, section = {}, {}, "options"
+    for node in ast.parse(src).body[0].body:
+        for line in range(getattr(node, "lineno", 0) - 1, 0, -1):  # the nearest section above
+            if line in comments and comments[line][1]:
+                section = comments[line][0]
+                break
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name = node.target.id
+            sections[name] = section
+            text, own_line = comments.get(node.end_lineno, ("", True))
+            if text and not own_line:
+                helps[name] = text
+    return helps, sections
+
+
+def _field_kwargs(f: dataclasses.Field, hint, comment: str | None) -> dict:
+    """argparse keyword arguments for one TrainConfig field."""
+    spec = dict(FLAGS.get(f.name, {}))
+    spec.pop("flag", None)
+    kw: dict = {"dest": f.name, "default": None, "help": comment}
+    kw.update(spec)
+    if f.name in CHOICES:
+        kw["choices"] = CHOICES[f.name]
+    options = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = options[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    base = typing.get_origin(base) or base
+    if base is bool:
+        default = f.default
+        kw["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+    elif base in (int, float):
+        kw["type"] = base
+    elif base is tuple:
+        kw.update(type=_pair, metavar=kw.get("metavar", "START,END"))
+    elif base is not str:  # mappings, lists: YAML, as --set reads values
+        kw.update(type=_mapping, metavar=kw.get("metavar", "YAML"))
+    return kw
+
+
+def add_config_flags(
+    p: argparse.ArgumentParser, cls: type = C.TrainConfig
+) -> dict[str, argparse._ArgumentGroup]:
+    """One flag per field of ``cls``, in argument groups named by its section comments."""
+    hints = typing.get_type_hints(cls)
+    helps, sections = field_comments(cls)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(cls):
+        section = sections.get(f.name, "options")
+        group = groups.get(section) or groups.setdefault(section, p.add_argument_group(section))
+        comment = helps.get(f.name)
+        flag = FLAGS.get(f.name, {}).get("flag", "--" + f.name.replace("_", "-"))
+        kw = _field_kwargs(f, hints[f.name], comment and comment.replace("%", "%%"))
+        group.add_argument(flag, **kw)
+    return groups
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train or fine-tune a model (default: built-in digits)",
         description="Train or fine-tune an EfficientNet. Options come from --config (a YAML "
         "file or a built-in name: digits, b0_imagenet, v2s_progressive, finetune_lite0), then "
-        "from these flags. The run folder gets config.yaml, metrics.jsonl/csv, curves.png, "
-        "summary.json, model_best/last.safetensors and checkpoint_last.pt.",
+        "from these flags (one per config option). The run folder gets config.yaml, "
+        "metrics.jsonl/csv, curves.png, summary.json, model_best/last.safetensors and "
+        "checkpoint_last.pt.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,19 +199,7 @@ def register(sub) -> None:
     g.add_argument(
         "--config", metavar="YAML", help="config file or built-in name (default: digits)"
     )
-    g.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/MODEL-DATA-TIME)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--workers", type=int, help="data-loading processes (default 0)")
-    g.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        metavar="STEPS",
-        help="also checkpoint every N steps (default: epoch ends only)",
-    )
-    g.add_argument("--progress", choices=("auto", "bar", "log", "none"))
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     g.add_argument(
         "--set",
@@ -73,131 +207,29 @@ def register(sub) -> None:
         type=_kv,
         metavar="KEY=VALUE",
         default=[],
-        help="any other config option, e.g. --set model_kwargs={width_mult: 0.5}",
+        help="any config option, e.g. --set model_kwargs={width_mult: 0.5}",
     )
-    g = p.add_argument_group("data")
-    g.add_argument("--data", help="'digits', an ImageFolder tree, or a CIFAR-10/100 folder")
-    g.add_argument("--val-fraction", type=float, help="held-out share without a val/ folder")
-    g.add_argument(
-        "--strict",
-        action="store_true",
-        default=None,
-        help="refuse unreadable images instead of skipping them",
-    )
-    g.add_argument("--max-train-samples", type=int, metavar="N")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help="a name from `effnet models`")
-    g.add_argument(
-        "--pretrained",
-        metavar="SOURCE",
-        help="start from weights (a file, run folder, pip, timm, torchvision); new head",
-    )
-    g.add_argument("--image-size", type=int)
-    g.add_argument("--width-mult", type=float)
-    g.add_argument("--depth-mult", type=float)
-    g.add_argument("--drop-rate", type=float, help="classifier dropout")
-    g.add_argument("--drop-path-rate", type=float, help="stochastic depth rate")
-    g.add_argument("--freeze-epochs", type=int, help="train only the head for the first N epochs")
-    g.add_argument(
-        "--freeze-bn",
-        action="store_true",
-        default=None,
-        help="keep BatchNorm statistics frozen (fine-tuning)",
-    )
-    g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm (torchrun)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch size")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--optimizer", choices=("rmsprop", "sgd", "adamw"))
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=("cosine", "exponential", "constant"))
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--clip-grad", type=float, metavar="NORM")
-    g.add_argument("--ema-decay", type=float, help="EMA of weights (0 = off)")
-    g.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype")
-    g.add_argument("--channels-last", action="store_true", default=None)
-    g.add_argument("--grad-checkpointing", action="store_true", default=None)
-    g.add_argument(
-        "--activation-recompute",
-        action="store_true",
-        default=None,
-        help="rebuild SiLU(BN(x)) in backward instead of storing it (less memory, ~10%% slower)",
-    )
-    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    g = p.add_argument_group("augmentation and progressive learning")
-    g.add_argument("--augment", choices=("none", "basic", "randaugment", "autoaugment"))
-    g.add_argument("--mixup", type=float, dest="mixup_alpha")
-    g.add_argument("--cutmix", type=float, dest="cutmix_alpha")
-    g.add_argument(
-        "--progressive",
-        action="store_true",
-        default=None,
-        help="EfficientNetV2 progressive learning (sizes and regularisation grow)",
-    )
-    g.add_argument("--stages", type=int, help="progressive stages (default 4)")
-    g.add_argument("--prog-image-size", type=_pair, metavar="START,END")
-    g.add_argument("--prog-magnitude", type=_pair, metavar="START,END")
-    g.add_argument("--prog-mixup", type=_pair, metavar="START,END")
-    g.add_argument("--prog-dropout", type=_pair, metavar="START,END")
+    groups = add_config_flags(p)
+    model = groups[field_comments(C.TrainConfig)[1].get("model", "options")]
+    for name in MODEL_KWARGS_FLAGS:
+        model.add_argument(
+            "--" + name.replace("_", "-"), type=float, help=f"model_kwargs {name} (shorthand)"
+        )
     p.set_defaults(func=main)
 
 
-OPTION_FLAGS = (
-    "out",
-    "seed",
-    "device",
-    "workers",
-    "threads",
-    "checkpoint_every",
-    "progress",
-    "data",
-    "val_fraction",
-    "strict",
-    "max_train_samples",
-    "model",
-    "pretrained",
-    "image_size",
-    "drop_rate",
-    "drop_path_rate",
-    "freeze_epochs",
-    "freeze_bn",
-    "sync_bn",
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "weight_decay",
-    "schedule",
-    "warmup_epochs",
-    "label_smoothing",
-    "clip_grad",
-    "ema_decay",
-    "amp",
-    "channels_last",
-    "grad_checkpointing",
-    "activation_recompute",
-    "compile",
-    "augment",
-    "mixup_alpha",
-    "cutmix_alpha",
-    "progressive",
-    "stages",
-    "prog_image_size",
-    "prog_magnitude",
-    "prog_mixup",
-    "prog_dropout",
-)
+MODEL_KWARGS_FLAGS = ("width_mult", "depth_mult")  # shorthands that merge into model_kwargs
 
 
 def overrides_from(args) -> dict:
-    over = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None}
+    """Config overrides from the flags, then --set (which wins), then the model_kwargs
+    shorthands merged into model_kwargs."""
+    over = {k: getattr(args, k) for k in C.FIELDS if getattr(args, k, None) is not None}
     for key, value in args.set:
         over[key] = value
-    mk = {k: getattr(args, k) for k in ("width_mult", "depth_mult") if getattr(args, k) is not None}
+    mk = {k: getattr(args, k) for k in MODEL_KWARGS_FLAGS if getattr(args, k) is not None}
     if mk:
-        over["model_kwargs"] = {**over.get("model_kwargs", {}), **mk}
+        over["model_kwargs"] = {**(over.get("model_kwargs") or {}), **mk}
     return over
 
 

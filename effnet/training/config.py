@@ -16,6 +16,7 @@ OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
 AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
 AMP_MODES = ("none", "bf16", "fp16")
+PROGRESS_MODES = ("auto", "bar", "log", "none")
 MIN_IMAGE_SIZE = 32
 
 
@@ -35,20 +36,20 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
     pretrained: str | None = None  # any create_model(pretrained=...) source; new head
     image_size: int = 224
-    crop_pct: float | None = None  # eval crop fraction; None = the model's data config
+    crop_pct: float | None = None  # eval crop fraction (default: the model's data config)
     drop_rate: float | None = None  # classifier dropout; None = the variant's default
     drop_path_rate: float = 0.2  # stochastic depth
     freeze_epochs: int = 0  # train only the head for the first N epochs
     freeze_bn: bool = False  # keep BatchNorm in eval mode (fine-tuning)
-    sync_bn: bool = False  # SyncBatchNorm in multi-process runs
+    sync_bn: bool = False  # BatchNorm statistics over all processes' batches (torchrun)
     # optimisation
     epochs: int = 30
     batch_size: int = 64  # global batch (split across processes)
     optimizer: str = "adamw"
     lr: float = 4e-3
-    lr_per_256: bool = False  # if true, lr is per 256 images and scales with the batch size
-    momentum: float = 0.9
-    opt_eps: float | None = None  # None: 1e-3 for RMSProp, 1e-8 for AdamW
+    lr_per_256: bool = False  # lr is per 256 images and scales with the batch size
+    momentum: float = 0.9  # SGD / RMSProp momentum
+    opt_eps: float | None = None  # optimizer epsilon (default: 1e-3 RMSProp, 1e-8 AdamW)
     weight_decay: float = 0.05
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
@@ -60,15 +61,15 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 = no EMA of weights
     # augmentation
     augment: str = "basic"
-    hflip: float = 0.5
-    crop_scale_min: float = 0.08
-    randaugment_magnitude: float = 9.0
+    hflip: float = 0.5  # horizontal flip probability
+    crop_scale_min: float = 0.08  # smallest area share of a random crop
+    randaugment_magnitude: float = 9.0  # 0-30, as in the papers
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     # progressive learning (EfficientNetV2 Algorithm 1)
     progressive: bool = False
     stages: int = 4
-    prog_image_size: tuple[int, int] | None = None  # (start, end); None = from the paper / model
+    prog_image_size: tuple[int, int] | None = None  # default: from the paper or the model
     prog_magnitude: tuple[float, float] | None = None
     prog_mixup: tuple[float, float] | None = None
     prog_dropout: tuple[float, float] | None = None
@@ -181,9 +182,15 @@ def _int(v: Any) -> bool:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ValueError naming the first invalid option (and its value); return ``cfg``."""
+    for check in (_check_basics, _check_ranges, _check_model_options, _check_progressive):
+        check(cfg)
+    return cfg
+
+
+def _check_basics(c: TrainConfig) -> None:
+    """Names, choices and sizes."""
     from effnet.registry import get_variant
 
-    c = cfg
     get_variant(c.model)  # unknown model -> ValueError with suggestions
     _check(isinstance(c.data, str) and bool(c.data), "data", c.data, "a dataset name or folder")
     _check(_int(c.epochs) and c.epochs > 0, "epochs", c.epochs, "a positive integer")
@@ -196,7 +203,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(c.augment in AUGMENTS, "augment", c.augment, f"one of {', '.join(AUGMENTS)}")
     _check(c.amp in AMP_MODES, "amp", c.amp, f"one of {', '.join(AMP_MODES)}")
     _check(
-        c.progress in ("auto", "bar", "log", "none"),
+        c.progress in PROGRESS_MODES,
         "progress",
         c.progress,
         "auto, bar, log or none",
@@ -210,6 +217,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(
         _num(c.val_fraction) and 0 < c.val_fraction < 1, "val_fraction", c.val_fraction, "in (0, 1)"
     )
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    """Numbers within their domains, and the bounds one option sets on another."""
     for name in (
         "max_train_samples",
         "max_val_samples",
@@ -262,6 +273,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(_num(c.opt_eps) and c.opt_eps > 0, "opt_eps", c.opt_eps, "a positive number")
     if c.clip_grad is not None:
         _check(_num(c.clip_grad) and c.clip_grad > 0, "clip_grad", c.clip_grad, "a positive number")
+
+
+def _check_model_options(c: TrainConfig) -> None:
+    """model_kwargs, freezing and the device."""
     _check(isinstance(c.model_kwargs, dict), "model_kwargs", c.model_kwargs, "a mapping")
     reserved = {"num_classes", "pretrained", "image_size", "drop_rate", "drop_path_rate", "device"}
     bad = sorted(reserved & set(c.model_kwargs))
@@ -285,26 +300,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         dev,
         "auto, cpu, cuda or cuda:N",
     )
-    if c.progressive:
-        _check(_int(c.stages) and c.stages >= 1, "stages", c.stages, "an integer >= 1")
-        _check(c.stages <= c.epochs, "stages", c.stages, f"at most epochs ({c.epochs})")
-        if c.prog_image_size is not None:
-            lo, hi = c.prog_image_size
+
+
+def _check_progressive(c: TrainConfig) -> None:
+    """Progressive-learning stages and (start, end) pairs, checked only when it is on."""
+    if not c.progressive:
+        return
+    _check(_int(c.stages) and c.stages >= 1, "stages", c.stages, "an integer >= 1")
+    _check(c.stages <= c.epochs, "stages", c.stages, f"at most epochs ({c.epochs})")
+    if c.prog_image_size is not None:
+        lo, hi = c.prog_image_size
+        _check(
+            _int(lo) and _int(hi) and MIN_IMAGE_SIZE <= lo <= hi,
+            "prog_image_size",
+            list(c.prog_image_size),
+            f"integers start <= end, both >= {MIN_IMAGE_SIZE}",
+        )
+    for name in ("prog_magnitude", "prog_mixup", "prog_dropout"):
+        pair = getattr(c, name)
+        if pair is not None:
             _check(
-                _int(lo) and _int(hi) and MIN_IMAGE_SIZE <= lo <= hi,
-                "prog_image_size",
-                list(c.prog_image_size),
-                f"integers start <= end, both >= {MIN_IMAGE_SIZE}",
+                all(_num(v) and v >= 0 for v in pair),
+                name,
+                list(pair),
+                "two numbers >= 0",
             )
-        for name in ("prog_magnitude", "prog_mixup", "prog_dropout"):
-            pair = getattr(c, name)
-            if pair is not None:
-                _check(
-                    all(_num(v) and v >= 0 for v in pair),
-                    name,
-                    list(pair),
-                    "two numbers >= 0",
-                )
-        if c.prog_dropout is not None:
-            _check(max(c.prog_dropout) < 1, "prog_dropout", list(c.prog_dropout), "below 1")
-    return cfg
+    if c.prog_dropout is not None:
+        _check(max(c.prog_dropout) < 1, "prog_dropout", list(c.prog_dropout), "below 1")

@@ -7,13 +7,14 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from effnet.data.datasets import describe, load_data
+from effnet.data.datasets import DataSplit, describe, load_data
 from effnet.data.loaders import steps_per_epoch, train_loader
 from effnet.training import builders as B
 from effnet.training import distributed as D
@@ -25,8 +26,9 @@ from effnet.training.lock import RunLock
 from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, train_one_epoch
 from effnet.training.optim import EMA, build_optimizer
 from effnet.training.results import epoch_row, format_row, summarize, update_best
-from effnet.training.schedule import lr_at, stage_for_epoch
+from effnet.training.schedule import Stage, lr_at, stage_for_epoch
 from effnet.training.signals import Interrupted, SignalFlag
+from effnet.training.syncbn import convert_sync_batchnorm
 from effnet.weights.serialize import remove_stale_temps
 
 log = logging.getLogger("effnet.train")
@@ -122,7 +124,66 @@ def _say(dist: D.DistInfo, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
+@dataclass
+class RunState:
+    """What a run carries from step to step, and what its checkpoint saves."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    dist: D.DistInfo
+    device: torch.device
+    data: DataSplit
+    signals: SignalFlag
+    model: nn.Module
+    data_cfg: dict
+    ema: EMA | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    stages: list[Stage]
+    per_rank: int  # batch size of each process
+    steps_per_epoch: int
+    start_epoch: int = 0  # where this process (re)starts: epoch and batch within it
+    start_batch: int = 0
+    epoch: int = 0  # the epoch being trained
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"top1": -1.0})
+    epoch_state: EpochState = field(default_factory=EpochState)
+    wall0: float = 0.0  # training seconds before this process started (a resumed run)
+    t_start: float = 0.0
+
+    def wall_time(self) -> float:
+        return self.wall0 + time.perf_counter() - self.t_start
+
+
+def build_model(cfg: TrainConfig, data: DataSplit, device: torch.device) -> nn.Module:
+    """The model to train, on ``device``, with the memory options of ``cfg`` applied."""
+    model = B.build_model(cfg, data.num_classes, data.class_names).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if cfg.activation_recompute and hasattr(model, "set_activation_recompute"):
+        model.set_activation_recompute(True)
+    return model
+
+
+def distribute(model: nn.Module, cfg: TrainConfig, dist: D.DistInfo, device) -> nn.Module:
+    """What the training loop calls: ``model`` with synchronised BatchNorm (``sync_bn``), in
+    DistributedDataParallel under torchrun, compiled with ``compile``. ``model`` keeps its
+    parameters and state-dict keys (checkpoints and evaluation use it directly)."""
+    net: nn.Module = model
+    if cfg.sync_bn and dist.enabled:
+        net = convert_sync_batchnorm(net)
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return torch.compile(net) if cfg.compile else net
+
+
+def new_run_state(cfg, run_dir, ckpt, dist, device, data, signals) -> RunState:
+    """Build model, EMA, optimizer and schedule stages; continue from ``ckpt`` if given."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_epoch(cfg.seed, -1, 0)  # model init is identical on every process
@@ -130,61 +191,102 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {dist.world} processes")
     per_rank = cfg.batch_size // dist.world
     spe = steps_per_epoch(data.train, per_rank, dist.world)
-    model = B.build_model(cfg, data.num_classes, data.class_names).to(device)
-    data_cfg = dict(model.pretrained_cfg)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    if cfg.activation_recompute and hasattr(model, "set_activation_recompute"):
-        model.set_activation_recompute(True)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    default_dropout = model.dropout.p
-    stages = B.stages_for(cfg, default_dropout)
-    start_epoch, start_batch, global_step, history, wall0 = 0, 0, 0, [], 0.0
-    epoch_state = EpochState()
-    best = {"top1": -1.0}
+    model = build_model(cfg, data, device)
+    st = RunState(
+        cfg=cfg,
+        run_dir=run_dir,
+        dist=dist,
+        device=device,
+        data=data,
+        signals=signals,
+        model=model,
+        data_cfg=dict(model.pretrained_cfg),
+        ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        optimizer=build_optimizer(model, cfg),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"),
+        stages=B.stages_for(cfg, model.dropout.p),
+        per_rank=per_rank,
+        steps_per_epoch=spe,
+    )
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state_dict(ckpt["ema"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, start_batch = int(ckpt["epoch"]), int(ckpt["batch"])
-        global_step, history = int(ckpt["global_step"]), list(ckpt["history"])
-        wall0, best = float(ckpt["wall_time"]), dict(ckpt["best"])
-        epoch_state = EpochState(**ckpt["epoch_state"])
-        if start_batch:
-            set_rng_state(ckpt["rng"])
-        _say(dist, f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
-        fault_point("after_resume")
-    net: nn.Module = model
-    if cfg.sync_bn and dist.enabled and device.type == "cpu":
-        raise ValueError("sync_bn needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
-    if cfg.sync_bn and dist.enabled:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    fwd = torch.compile(net) if cfg.compile else net
+        restore(st, ckpt)
+    return st
+
+
+def restore(st: RunState, ckpt: dict) -> None:
+    """Load weights, optimizer, EMA, scaler, position, history and (mid-epoch) RNG states."""
+    st.model.load_state_dict(ckpt["model"])
+    st.optimizer.load_state_dict(ckpt["optimizer"])
+    if st.ema is not None and ckpt.get("ema"):
+        st.ema.load_state_dict(ckpt["ema"])
+    if ckpt.get("scaler"):
+        st.scaler.load_state_dict(ckpt["scaler"])
+    st.start_epoch, st.start_batch = int(ckpt["epoch"]), int(ckpt["batch"])
+    st.global_step, st.history = int(ckpt["global_step"]), list(ckpt["history"])
+    st.wall0, st.best = float(ckpt["wall_time"]), dict(ckpt["best"])
+    st.epoch_state = EpochState(**ckpt["epoch_state"])
+    if st.start_batch:
+        set_rng_state(ckpt["rng"])
+    _say(st.dist, f"resuming {st.run_dir} at epoch {st.start_epoch + 1}, batch {st.start_batch}")
+    fault_point("after_resume")
+
+
+def save(st: RunState, epoch: int, batch: int, state: EpochState) -> None:
+    """Write ``checkpoint_last.pt`` (rank 0): the run continues at ``epoch``, ``batch``."""
+    if not st.dist.is_main:
+        return
+    save_checkpoint(
+        st.run_dir / CHECKPOINT,
+        model=st.model,
+        optimizer=st.optimizer,
+        ema=st.ema,
+        scaler=st.scaler,
+        extra={
+            "config": st.cfg.to_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "global_step": st.global_step,
+            "history": st.history,
+            "best": st.best,
+            "epoch_state": state.to_dict(),
+            "class_names": st.data.class_names,
+            "stage": stage_for_epoch(st.stages, epoch).index,
+            "wall_time": st.wall_time(),
+        },
+    )
+
+
+def write_run_config(st: RunState) -> None:
+    """config.json / config.yaml in the run folder (rank 0), and the run's one-line header."""
+    cfg, dist = st.cfg, st.dist
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        R.write_json(run_dir / "config.json", cfg.to_dict())
-        _write_yaml(run_dir / "config.yaml", cfg.to_dict())
-    info = describe(data)
+        st.run_dir.mkdir(parents=True, exist_ok=True)
+        R.write_json(st.run_dir / "config.json", cfg.to_dict())
+        _write_yaml(st.run_dir / "config.yaml", cfg.to_dict())
+    info = describe(st.data)
     _say(
         dist,
         f"effnet train: {cfg.model} on {info['source']} ({info['classes']} classes, "
         f"{info['train_images']} train / {info['val_images']} val images, "
-        f"{info['skipped_files']} unreadable skipped) -> {run_dir}",
+        f"{info['skipped_files']} unreadable skipped) -> {st.run_dir}",
     )
+
+
+def step_context(st: RunState) -> StepContext:
+    """The per-step settings; ``after_step`` checkpoints every ``checkpoint_every`` steps and
+    stops every process at the next step once any of them received a signal."""
+    cfg, spe = st.cfg, st.steps_per_epoch
     total_steps = spe * cfg.epochs
-    ctx = StepContext(
-        device=device,
+
+    def after_step(step: int, state: EpochState) -> bool:
+        st.global_step = step
+        stop = D.broadcast_flag(st.signals.received is not None, st.device)
+        if stop or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            save(st, st.epoch, state.batches, state)
+        return stop
+
+    return StepContext(
+        device=st.device,
         lr_fn=lambda s: lr_at(
             s,
             base_lr=_base_lr(cfg),
@@ -197,132 +299,137 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
             min_lr=cfg.min_lr,
         ),
         criterion=B.criterion_for(cfg),
-        amp_dtype=B.amp_dtype(cfg, device),
-        scaler=scaler,
+        amp_dtype=B.amp_dtype(cfg, st.device),
+        scaler=st.scaler,
         clip_grad=cfg.clip_grad,
-        ema=ema,
+        ema=st.ema,
         channels_last=cfg.channels_last,
+        after_step=after_step,
     )
-    stage_now = None
-    t_start = time.perf_counter()
 
-    def checkpoint(epoch: int, batch: int, state: EpochState) -> None:
-        if not dist.is_main:
-            return
-        save_checkpoint(
-            run_dir / CHECKPOINT,
-            model=model,
-            optimizer=optimizer,
-            ema=ema,
-            scaler=scaler,
-            extra={
-                "config": cfg.to_dict(),
-                "epoch": epoch,
-                "batch": batch,
-                "global_step": ctx_step[0],
-                "history": history,
-                "best": best,
-                "epoch_state": state.to_dict(),
-                "class_names": data.class_names,
-                "stage": stage_for_epoch(stages, epoch).index,
-                "wall_time": wall0 + time.perf_counter() - t_start,
-            },
+
+def enter_stage(st: RunState, ctx: StepContext, stage: Stage) -> None:
+    """Image size, augmentation, dropout and mixup of a (progressive) stage."""
+    cfg, data = st.cfg, st.data
+    train_tf, eval_tf = B.transforms_for(cfg, st.data_cfg, stage.image_size, stage.magnitude)
+    data.train.transform, data.val.transform = train_tf, eval_tf
+    st.model.set_dropout(stage.dropout)
+    ctx.mixer = B.mixer_for(cfg, stage.mixup, data.num_classes)
+    if cfg.progressive:
+        _say(
+            st.dist,
+            f"stage {stage.index + 1}/{len(st.stages)} (epochs {stage.first_epoch + 1}"
+            f"-{stage.last_epoch}): image size {stage.image_size}, RandAugment "
+            f"magnitude {stage.magnitude}, mixup {stage.mixup}, "
+            f"dropout {stage.dropout}",
         )
 
-    ctx_step = [global_step]
 
-    def after_step(step: int, state: EpochState) -> bool:
-        ctx_step[0] = step
-        stop = D.broadcast_flag(signals.received is not None, device)
-        if stop or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-            checkpoint(epoch, state.batches, state)
-        return stop
+def train_epoch(st: RunState, fwd: nn.Module, ctx: StepContext) -> None:
+    """Train the rest of epoch ``st.epoch``; raise Interrupted if a signal stopped it."""
+    cfg, dist, epoch = st.cfg, st.dist, st.epoch
+    batch0 = st.start_batch if epoch == st.start_epoch else 0
+    if batch0 == 0:
+        seed_epoch(cfg.seed, epoch, dist.rank)
+        st.epoch_state = EpochState()
+    B.set_trainable(st.model, epoch < cfg.freeze_epochs, cfg.freeze_bn)
+    loader = train_loader(
+        st.data.train,
+        batch_size=st.per_rank,
+        epoch=epoch,
+        seed=cfg.seed,
+        world=dist.world,
+        rank=dist.rank,
+        skip_batches=batch0,
+        workers=cfg.workers,
+    )
+    bar = R.Progress(
+        len(loader), f"epoch {epoch + 1}/{cfg.epochs}", dist.is_main and _bar_enabled(cfg)
+    )
+    try:
+        st.global_step, stopped = train_one_epoch(
+            fwd,
+            loader,
+            st.optimizer,
+            ctx,
+            epoch=epoch,
+            global_step=st.global_step,
+            state=st.epoch_state,
+            progress=bar,
+        )
+    except NonFiniteLoss as e:
+        bar.close()
+        last = (
+            f"the last good checkpoint is {st.run_dir / CHECKPOINT}"
+            if (st.run_dir / CHECKPOINT).exists()
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLoss(f"{e}; training stopped ({last}); try a lower --lr") from None
+    bar.close()
+    if stopped:
+        raise _interrupted(
+            st, f"(epoch {epoch + 1}, batch {st.epoch_state.batches}); continue with"
+        )
 
-    ctx.after_step = after_step
-    for epoch in range(start_epoch, cfg.epochs):
-        stage = stage_for_epoch(stages, epoch)
+
+def end_epoch(st: RunState, ctx: StepContext, stage: Stage) -> None:
+    """Evaluate, record the metrics row and the best model, checkpoint at the next epoch."""
+    cfg, dist, epoch = st.cfg, st.dist, st.epoch
+    row = epoch_row(
+        cfg,
+        st.model,
+        st.ema,
+        st.data,
+        epoch,
+        st.epoch_state,
+        st.optimizer,
+        stage,
+        st.per_rank,
+        dist,
+        st.device,
+        ctx,
+    )
+    st.history.append(row)
+    update_best(row, st.best, st.model, st.ema, st.run_dir, st.data_cfg, epoch, dist.is_main)
+    if dist.is_main:
+        R.write_metrics(st.run_dir, st.history)
+    save(st, epoch + 1, 0, EpochState())
+    fault_point("epoch_end")
+    _say(dist, format_row(row, cfg.epochs))
+    if st.signals.received is not None:
+        raise _interrupted(st, f"after epoch {epoch + 1}; continue with")
+
+
+def _interrupted(st: RunState, where: str) -> Interrupted:
+    name = signal.Signals(st.signals.received).name
+    return Interrupted(
+        st.signals.received,
+        f"{name} received: saved {st.run_dir / CHECKPOINT} {where} "
+        f"effnet train --resume {st.run_dir}",
+    )
+
+
+def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
+    """Set up (or restore) the run, train its remaining epochs stage by stage, summarise."""
+    st = new_run_state(cfg, run_dir, ckpt, dist, device, data, signals)
+    fwd = distribute(st.model, cfg, dist, device)
+    write_run_config(st)
+    ctx = step_context(st)
+    stage_now = None
+    st.t_start = time.perf_counter()
+    for epoch in range(st.start_epoch, cfg.epochs):
+        st.epoch = epoch
+        stage = stage_for_epoch(st.stages, epoch)
         if stage != stage_now:
             if stage_now is not None:
                 fault_point("stage_boundary")
             stage_now = stage
-            train_tf, eval_tf = B.transforms_for(cfg, data_cfg, stage.image_size, stage.magnitude)
-            data.train.transform, data.val.transform = train_tf, eval_tf
-            model.set_dropout(stage.dropout)
-            ctx.mixer = B.mixer_for(cfg, stage.mixup, data.num_classes)
-            if cfg.progressive:
-                _say(
-                    dist,
-                    f"stage {stage.index + 1}/{len(stages)} (epochs {stage.first_epoch + 1}"
-                    f"-{stage.last_epoch}): image size {stage.image_size}, RandAugment "
-                    f"magnitude {stage.magnitude}, mixup {stage.mixup}, "
-                    f"dropout {stage.dropout}",
-                )
-        batch0 = start_batch if epoch == start_epoch else 0
-        if batch0 == 0:
-            seed_epoch(cfg.seed, epoch, dist.rank)
-            epoch_state = EpochState()
-        B.set_trainable(model, epoch < cfg.freeze_epochs, cfg.freeze_bn)
-        loader = train_loader(
-            data.train,
-            batch_size=per_rank,
-            epoch=epoch,
-            seed=cfg.seed,
-            world=dist.world,
-            rank=dist.rank,
-            skip_batches=batch0,
-            workers=cfg.workers,
-        )
-        bar = R.Progress(
-            len(loader), f"epoch {epoch + 1}/{cfg.epochs}", dist.is_main and _bar_enabled(cfg)
-        )
-        try:
-            ctx_step[0], stopped = train_one_epoch(
-                fwd,
-                loader,
-                optimizer,
-                ctx,
-                epoch=epoch,
-                global_step=ctx_step[0],
-                state=epoch_state,
-                progress=bar,
-            )
-        except NonFiniteLoss as e:
-            bar.close()
-            last = (
-                f"the last good checkpoint is {run_dir / CHECKPOINT}"
-                if (run_dir / CHECKPOINT).exists()
-                else "no checkpoint was written yet"
-            )
-            raise NonFiniteLoss(f"{e}; training stopped ({last}); try a lower --lr") from None
-        bar.close()
-        if stopped:
-            name = signal.Signals(signals.received).name
-            raise Interrupted(
-                signals.received,
-                f"{name} received: saved {run_dir / CHECKPOINT} "
-                f"(epoch {epoch + 1}, batch {epoch_state.batches}); continue with "
-                f"effnet train --resume {run_dir}",
-            )
-        row = epoch_row(
-            cfg, model, ema, data, epoch, epoch_state, optimizer, stage, per_rank, dist, device, ctx
-        )
-        history.append(row)
-        update_best(row, best, model, ema, run_dir, data_cfg, epoch, dist.is_main)
-        if dist.is_main:
-            R.write_metrics(run_dir, history)
-        checkpoint(epoch + 1, 0, EpochState())
-        fault_point("epoch_end")
-        _say(dist, format_row(row, cfg.epochs))
-        if signals.received is not None:
-            name = signal.Signals(signals.received).name
-            raise Interrupted(
-                signals.received,
-                f"{name} received: saved {run_dir / CHECKPOINT} "
-                f"after epoch {epoch + 1}; continue with effnet train --resume "
-                f"{run_dir}",
-            )
-    wall = wall0 + time.perf_counter() - t_start
-    summary = summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg)
+            enter_stage(st, ctx, stage)
+        train_epoch(st, fwd, ctx)
+        end_epoch(st, ctx, stage)
+    summary = summarize(
+        cfg, run_dir, st.model, data, st.history, st.best, st.wall_time(), dist, st.data_cfg
+    )
     D.barrier()
     if signals.received is not None:
         # A signal after the last epoch's check (e.g. while the summary is written) still stops
