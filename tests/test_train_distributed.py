@@ -101,7 +101,7 @@ SYNC_FLAGS = [
     *("--drop-rate", "0", "--drop-path-rate", "0", "--progress", "none"),
     # ReLU: before the honest-core layers, ConvBNAct's fused BN+SiLU path bypassed any BN module
     "--model-kwargs",
-    "{width_mult: 0.25, depth_mult: 0.25, bn_momentum: 0.5, act: relu}",
+    "{width_mult: 0.25, depth_mult: 0.25, bn_momentum: 0.5}",
 ]
 
 
