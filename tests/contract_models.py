@@ -126,18 +126,25 @@ class Subject:
 
         return model, swap_modules(model, is_batchnorm, frozen)
 
-    def construct(self, device: str | None = None, **kw) -> nn.Module:
-        """Build uncached (``kw`` replaces the test sizes: the library's defaults otherwise)."""
+    def make(self, **overrides) -> nn.Module:
+        """Build uncached at the test size (BN statistics as the library leaves them)."""
+        tiny = self.tiny and not self.effnet
+        return self.construct(tiny=tiny, **self.build_kwargs(**overrides))
+
+    def construct(self, device: str | None = None, tiny: bool = False, **kw) -> nn.Module:
+        """Build uncached: the library's defaults, plus ``kw``; ``tiny`` gives the controls the
+        size of the tiny effnet builds (effnet's come through ``build_kwargs``)."""
         if self.kind == "effnet":
             return effnet.create_model(self.name, device=device, **kw)
         with torch.device(device) if device is not None else contextlib.nullcontext():
             if self.kind == "torchvision":
-                import torchvision
-
-                kw.pop("features_only", None)
-                return getattr(torchvision.models, self.name)(weights=None, **kw)
+                return _torchvision_model(self.name, tiny, **kw)
             import timm
 
+            if tiny:  # timm's efficientnet_b0 pins its multipliers; its generator takes them
+                from timm.models.efficientnet import _gen_efficientnet
+
+                return _gen_efficientnet(self.name, **CONTROL_TINY_TIMM, **kw)
             return timm.create_model(self.name, **kw)
 
     def num_features(self, model: nn.Module) -> int:
@@ -154,7 +161,7 @@ class Subject:
 @functools.lru_cache(maxsize=64)
 def _pristine(subject: Subject, overrides: tuple) -> nn.Module:
     torch.manual_seed(zlib.crc32(subject.id.encode()))
-    model = subject.construct(**subject.build_kwargs(**dict(overrides)))
+    model = subject.make(**dict(overrides))
     randomize_norm_stats(model)
     if subject.accelerated:
         if ACCELERATE is None:
@@ -181,7 +188,24 @@ def effnet_subjects(tiny: bool = True, names: Iterable[str] | None = None) -> li
     return [Subject(f"{n}{suffix}", "effnet", n, tiny=tiny) for n in names]
 
 
+CONTROL_TINY_TIMM = {"channel_multiplier": 0.25, "depth_multiplier": 0.3}
+
+
+def _torchvision_model(name: str, tiny: bool, **kw) -> nn.Module:
+    import torchvision
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+
+    kw.pop("features_only", None)
+    if not tiny:
+        return getattr(torchvision.models, name)(weights=None, **kw)
+    # torchvision's own builder at effnet's tiny B0 size (width 0.25, depth 0.3).
+    setting, last = _efficientnet_conf(name, width_mult=0.25, depth_mult=0.3)
+    return EfficientNet(setting, dropout=0.2, last_channel=last, **kw)
+
+
 CONTROLS = [
+    Subject("tv_efficientnet_b0-tiny", "torchvision", "efficientnet_b0"),
+    Subject("timm_efficientnet_b0-tiny", "timm", "efficientnet_b0"),
     Subject("tv_efficientnet_b0", "torchvision", "efficientnet_b0", tiny=False),
     Subject("tv_efficientnet_v2_s", "torchvision", "efficientnet_v2_s", tiny=False),
     Subject("timm_efficientnet_b0", "timm", "efficientnet_b0", tiny=False),
@@ -219,15 +243,33 @@ def swap_modules(
 
 @torch.no_grad()
 def randomize_norm_stats(model: nn.Module) -> None:
-    """Give every BN non-trivial statistics and affine terms, so that a skipped, folded or stale
-    BN shows in the outputs (fresh BNs are nearly the identity in eval mode)."""
-    for bn in batchnorms(model):
-        if bn.running_mean is not None:
-            bn.running_mean.normal_(0.0, 0.2)
-            bn.running_var.uniform_(0.5, 2.0)
+    """Random BN affine terms, running statistics measured on random images (one train-mode
+    pass with momentum 1), then perturbed: every BN matters in eval mode and the network stays
+    well conditioned (fresh statistics would make eval BNs nearly the identity, random ones
+    would make the outputs blow up or stop depending on the input)."""
+    bns = batchnorms(model)
+    g = torch.Generator().manual_seed(11)
+    for bn in bns:
         if bn.weight is not None:
-            bn.weight.uniform_(0.7, 1.3)
-            bn.bias.normal_(0.0, 0.1)
+            bn.weight.copy_(torch.empty(bn.weight.shape).uniform_(0.7, 1.3, generator=g))
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 1.0
+    was_training = model.training
+    model.train()
+    torch.manual_seed(12)
+    in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    model(images(4, 64, chans=in_chans, seed=13))
+    model.train(was_training)
+    for bn, momentum in zip(bns, momenta, strict=True):
+        bn.momentum = momentum
+        if bn.running_var is not None:
+            std = bn.running_var.sqrt()
+            bn.running_mean.add_(torch.randn(std.shape, generator=g) * 0.1 * std)
+            bn.running_var.mul_(torch.empty(std.shape).uniform_(0.8, 1.25, generator=g))
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.zero_()
 
 
 # --------------------------------------------------------------------------------- inputs
@@ -337,11 +379,39 @@ def hook_calls(modules: Iterable[nn.Module], pre: bool = False) -> Iterator[dict
             h.remove()
 
 
+# Standard activation classes; "activation-like" also catches a library's own SiLU/Swish class.
+ACT_TYPES = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.ELU, nn.LeakyReLU, nn.Mish)
+_ACT_NAMES = ("silu", "swish", "relu", "gelu", "elu", "mish", "hardswish")
+_DROP_PATH_NAMES = ("droppath", "stochasticdepth")
+
+
+def is_activation(m: nn.Module) -> bool:
+    if isinstance(m, ACT_TYPES):
+        return True
+    return is_stateless(m) and any(k in type(m).__name__.lower() for k in _ACT_NAMES)
+
+
+def is_drop_path(m: nn.Module) -> bool:
+    return any(k in type(m).__name__.lower() for k in _DROP_PATH_NAMES)
+
+
+def is_stateless(m: nn.Module) -> bool:
+    return next(m.parameters(), None) is None and next(m.buffers(), None) is None
+
+
 def called_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every module whose forward must run in a model forward: all but the plain containers
-    (nn.Sequential / ModuleList / ModuleDict of exactly those types), which a parent may iterate
-    or index instead of calling; their children are still required to run."""
-    return [(n, m) for n, m in model.named_modules() if type(m) not in CONTAINERS]
+    """The modules whose forward must run in every forward of ``model``: every module holding
+    parameters or buffers, and every activation. Exempt: plain nn.Sequential / ModuleList /
+    ModuleDict (a parent may iterate or index them instead; their children must still run), and
+    other stateless modules (Identity, Dropout, pooling, drop path), which hide no computation:
+    torchvision's and timm's MBConv keep a StochasticDepth / Identity drop path in blocks without
+    a residual and never call it. Whether drop path runs where it matters is checked by
+    replacing it (test_drop_path_replacement_changes_output)."""
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if type(m) not in CONTAINERS and (not is_stateless(m) or is_activation(m))
+    ]
 
 
 def missing_calls(named: list[tuple[str, nn.Module]], counts: dict[int, int]) -> list[str]:
