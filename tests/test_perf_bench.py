@@ -105,7 +105,7 @@ def test_rounds_alternate_candidate_order():
         False,
         lambda msg: None,
     )
-    assert calls == list("abc" "cba" "abc" "cba")
+    assert calls == list("abccbaabccba")
     assert all(rows[n]["infer_img_s"]["n"] == 4 for n in "abc")
 
 

@@ -17,8 +17,9 @@ def digits_folder(root, n=600, size=64):
     for i in range(n):
         cls = root / str(d.target[i])
         cls.mkdir(parents=True, exist_ok=True)
-        im = Image.fromarray((d.images[i] * 15.9).astype(np.uint8)).resize((size, size),
-                                                                          Image.BILINEAR)
+        im = Image.fromarray((d.images[i] * 15.9).astype(np.uint8)).resize(
+            (size, size), Image.BILINEAR
+        )
         im.convert("RGB").save(cls / f"{i}.png")
     return root
 

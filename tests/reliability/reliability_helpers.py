@@ -273,4 +273,3 @@ def cli_in_process(argv) -> tuple[int, str]:
         except SystemExit as e:  # argparse usage errors
             code = e.code
     return code, err.getvalue()
-
