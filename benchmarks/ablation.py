@@ -31,7 +31,7 @@ from effnet.perf.bench import (
     measure,
 )
 from effnet.perf.fused import plain_ops
-from effnet.perf.optimize import optimize_for_inference
+from effnet.deploy.optimize import optimize_for_inference
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -41,7 +41,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import effnet
-from effnet.export.onnx import export_onnx
+from effnet.deploy.export.onnx import export_onnx
 from effnet.layers import SqueezeExcite
 from effnet.perf.bench import _sgd_step, machine_info
 

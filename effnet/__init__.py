@@ -25,9 +25,9 @@ _LAZY = {
     "model_info": "effnet.analysis.info",
     "load_model": "effnet.weights.serialize",
     "save_model": "effnet.weights.serialize",
-    "export_model": "effnet.export",
-    "predict": "effnet.inference",
-    "optimize_for_inference": "effnet.perf.optimize",
+    "export_model": "effnet.deploy.export",
+    "predict": "effnet.deploy.inference",
+    "optimize_for_inference": "effnet.deploy.optimize",
     "scale": "effnet.lab.scale",
     "train": "effnet.training",
 }

@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from effnet.export import DEFAULT_OPSET, FORMATS, TOLERANCE
+from effnet.deploy.export import DEFAULT_OPSET, FORMATS, TOLERANCE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.export import export
+    from effnet.deploy.export import export
 
     result = export(
         args.model,

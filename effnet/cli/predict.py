@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.inference import predict
+    from effnet.deploy.inference import predict
 
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")

@@ -31,7 +31,7 @@ from torch import nn
 
 import effnet
 from effnet.perf.fused import MemoryEfficientSiLU, plain_ops
-from effnet.perf.optimize import optimize_for_inference
+from effnet.deploy.optimize import optimize_for_inference
 
 PEERS = ("timm", "torchvision", "onnxruntime")
 MODES = ("infer", "train", "both")

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from effnet.export.common import TOLERANCE, ExportResult
-from effnet.export.onnx import DEFAULT_OPSET, check_onnx_inputs, load_onnx, onnx_metadata
+from effnet.deploy.export.common import TOLERANCE, ExportResult
+from effnet.deploy.export.onnx import DEFAULT_OPSET, check_onnx_inputs, load_onnx, onnx_metadata
 
 FORMATS = ("onnx", "torchscript", "safetensors", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors", "pt2": ".pt2"}
@@ -46,7 +46,7 @@ def export(
     """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    from effnet.inference import resolve_model
+    from effnet.deploy.inference import resolve_model
 
     model = resolve_model(model_or_path, pretrained=pretrained)
     if type(model).__name__ == "OnnxClassifier":
@@ -56,7 +56,7 @@ def export(
         raise IsADirectoryError(f"{output} is a folder; give a file name, e.g. model.{format}")
     try:
         if format == "onnx":
-            from effnet.export.onnx import export_onnx
+            from effnet.deploy.export.onnx import export_onnx
 
             return export_onnx(
                 model, output, image_size, opset=opset, verify=verify, dynamic_size=dynamic_size
@@ -64,11 +64,11 @@ def export(
         if dynamic_size:
             raise ValueError(f"dynamic_size is an ONNX-only option, got format {format!r}")
         if format == "torchscript":
-            from effnet.export.torchscript import export_torchscript
+            from effnet.deploy.export.torchscript import export_torchscript
 
             return export_torchscript(model, output, image_size, verify=verify)
         if format == "pt2":
-            from effnet.export.pt2 import export_pt2
+            from effnet.deploy.export.pt2 import export_pt2
 
             return export_pt2(model, output, image_size, verify=verify)
         if image_size is not None:
@@ -121,7 +121,7 @@ def export_model(
 def _export_safetensors(model, output: Path, *, verify: bool) -> ExportResult:
     import torch
 
-    from effnet.export.common import compare, eval_mode, input_spec
+    from effnet.deploy.export.common import compare, eval_mode, input_spec
     from effnet.weights.serialize import load_model, save_model
 
     start = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.export.common import (
+from effnet.deploy.export.common import (
     ExportResult,
     compare,
     eval_mode,

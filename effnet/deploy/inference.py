@@ -40,7 +40,7 @@ def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Mo
         if pretrained is not None:
             raise ValueError(f"--pretrained applies to model names, not to the file {text!r}")
         if path.suffix == ".onnx":
-            from effnet.export.onnx import OnnxClassifier
+            from effnet.deploy.export.onnx import OnnxClassifier
 
             return OnnxClassifier(path)
         _refuse_program_archives(path)
