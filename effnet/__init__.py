@@ -1,6 +1,7 @@
 """effnet: the EfficientNet family (V1, Lite, V2) and the compound-scaling method, on PyTorch."""
 
-from effnet.registry import create_model, data_config, list_models
+from effnet.api import create_model, load_model, save_model
+from effnet.registry import data_config, list_models
 from effnet.scaling import compound_coefficients, plan, round_channels, round_repeats
 
 __version__ = "0.1.0"
@@ -23,8 +24,7 @@ __all__ = [
 # Heavier helpers load lazily so `import effnet` stays fast: public name -> defining module.
 _LAZY = {
     "model_info": "effnet.analysis.info",
-    "load_model": "effnet.weights.serialize",
-    "save_model": "effnet.weights.serialize",
+    "resolve_model": "effnet.api",
     "export_model": "effnet.deploy.export",
     "predict": "effnet.deploy.inference",
     "optimize_for_inference": "effnet.deploy.optimize",
