@@ -22,6 +22,7 @@ import torch
 # Benchmark the checkout this script lives in, not whichever effnet is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from effnet.deploy.optimize import optimize_for_inference
 from effnet.perf.bench import (
     Candidate,
     _onnx_session,
@@ -31,7 +32,6 @@ from effnet.perf.bench import (
     measure,
 )
 from effnet.perf.fused import plain_ops
-from effnet.deploy.optimize import optimize_for_inference
 
 OUT = Path(__file__).resolve().parent / "results"
 

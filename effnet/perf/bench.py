@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
-from effnet.perf.fused import MemoryEfficientSiLU, plain_ops
 from effnet.deploy.optimize import optimize_for_inference
+from effnet.perf.fused import MemoryEfficientSiLU, plain_ops
 
 PEERS = ("timm", "torchvision", "onnxruntime")
 MODES = ("infer", "train", "both")

@@ -9,6 +9,7 @@ is a multiple of 32 (every strided conv then sees an even size), so those are re
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -136,8 +137,6 @@ def _add_metadata(path: str, meta: dict[str, Any]) -> None:
 
 def require_onnx() -> None:
     """One-line advice instead of an ImportError when the export extra is not installed."""
-    import importlib.util
-
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f'ONNX support needs {" and ".join(missing)}: pip install -e ".[export]"')
