@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.hub import download_url_to_file, get_dir
+import torch.hub
 
 from effnet.model import EfficientNet
 from effnet.registry import ALIASES, get_variant
@@ -244,10 +244,10 @@ def read_file(
 
 def _download(url: str, file_name: str) -> Path:
     """Fetch ``url`` once into ``<torch hub dir>/checkpoints/effnet`` (atomic rename)."""
-    path = Path(get_dir()) / "checkpoints" / "effnet" / file_name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / "effnet" / file_name
     if not path.is_file():
         try:
-            atomic_write(path, lambda tmp: download_url_to_file(url, tmp, progress=True))
+            atomic_write(path, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=True))
         except (OSError, ValueError) as e:  # offline, HTTP errors, full disk
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ValueError(f"could not download {url} ({reason})") from None

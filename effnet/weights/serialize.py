@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from effnet.model import BuildRecord, EfficientNet
@@ -206,7 +206,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
     }
     meta_json = json.dumps(meta)
     header = {METADATA_KEY: meta_json, SAFETENSORS_KEY: safetensors_digest(state, meta_json)}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=header))
 
 
 def run_file(path: str | os.PathLike) -> Path:
