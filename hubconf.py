@@ -4,7 +4,7 @@ Every registered model name is an entry point taking ``create_model``'s keyword 
 ``torch.hub.load(".", "efficientnet_lite0", source="local", pretrained="pip")``.
 """
 
-from effnet.registry import create_model as _create_model
+from effnet.api import create_model as _create_model
 from effnet.registry import list_models as _list_models
 
 dependencies = ["torch", "torchvision"]

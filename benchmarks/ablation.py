@@ -30,8 +30,8 @@ from effnet.benchmark.engine import (
     machine_info,
     measure,
 )
+from effnet.deploy.optimize import optimize_for_inference
 from effnet.fused import plain_ops
-from effnet.perf.optimize import optimize_for_inference
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import effnet
 from effnet.benchmark.engine import _sgd_step, machine_info
-from effnet.export.onnx import export_onnx
+from effnet.deploy.export.onnx import export_onnx
 from effnet.layers import SqueezeExcite
 
 OUT = Path(__file__).resolve().parent / "results"

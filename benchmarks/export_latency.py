@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import effnet  # noqa: E402
-from effnet.export import export_model, load_onnx  # noqa: E402
-from effnet.export.torchscript import load_torchscript  # noqa: E402
+from effnet.deploy.export import export_model, load_onnx  # noqa: E402
+from effnet.deploy.export.torchscript import load_torchscript  # noqa: E402
 
 
 def timed(fn, x) -> float:

@@ -1,6 +1,7 @@
 """effnet: the EfficientNet family (V1, Lite, V2) and the compound-scaling method, on PyTorch."""
 
-from effnet.registry import create_model, data_config, list_models
+from effnet.api import create_model, load_model, save_model
+from effnet.registry import data_config, list_models
 from effnet.scaling import compound_coefficients, plan, round_channels, round_repeats
 
 __version__ = "0.1.0"
@@ -25,11 +26,10 @@ __all__ = [
 _LAZY = {
     "accelerate": "effnet.fast",
     "model_info": "effnet.analysis.info",
-    "load_model": "effnet.weights.serialize",
-    "save_model": "effnet.weights.serialize",
-    "export_model": "effnet.export",
-    "predict": "effnet.inference",
-    "optimize_for_inference": "effnet.perf.optimize",
+    "resolve_model": "effnet.api",
+    "export_model": "effnet.deploy.export",
+    "predict": "effnet.deploy.inference",
+    "optimize_for_inference": "effnet.deploy.optimize",
     "scale": "effnet.lab.scale",
     "train": "effnet.training",
 }

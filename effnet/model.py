@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -14,7 +15,67 @@ from torch.utils.checkpoint import checkpoint
 
 from effnet.blocks import BLOCKS
 from effnet.layers import ConvBNAct
-from effnet.scaling import ModelPlan
+from effnet.scaling import ModelPlan, from_fields
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    """How a model was built: its plan and its head, enough to rebuild the architecture exactly.
+
+    ``name`` is the registry name for ``create_model`` models, else the plan's family name.
+    ``to_dict`` is what model files store; ``from_dict`` reads it back (one-line ValueError).
+    """
+
+    plan: ModelPlan
+    num_classes: int = 1000
+    in_chans: int = 3
+    drop_rate: float = 0.2
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plan, ModelPlan):
+            raise ValueError(f"plan must be a ModelPlan, got {type(self.plan).__name__}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got {self.in_chans}")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "drop_rate": self.drop_rate,
+            "plan": self.plan.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BuildRecord:
+        if not isinstance(data, dict) or "plan" not in data:
+            raise ValueError(f"a build record must be a dict with a plan, got {data!r:.80}")
+        return from_fields(cls, {**data, "plan": ModelPlan.from_dict(data["plan"])})
+
+    @property
+    def build_args(self) -> dict[str, Any]:
+        """The flat summary effnet 0.1 stored (``create_model`` keywords), for readers of it."""
+        p = self.plan
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "width_mult": p.width,
+            "depth_mult": p.depth,
+            "drop_rate": self.drop_rate,
+            "drop_path_rate": p.drop_path_rate,
+            "act": p.act,
+            "se": any(b.se_ch for b in p.blocks),
+            "bn_eps": p.bn_eps,
+            "bn_momentum": p.bn_momentum,
+            "padding": p.padding,
+            "shortcut": p.shortcut,
+        }
 
 
 class EfficientNet(nn.Module):
@@ -22,7 +83,18 @@ class EfficientNet(nn.Module):
 
     ``forward_features`` returns the head conv output (B, C_head, H/32, W/32); ``forward_head``
     pools, applies dropout and classifies, or returns the pooled vector with ``pre_logits=True``.
+    ``record`` (a ``BuildRecord``) says how it was built; ``pretrained_cfg`` is the preprocessing
+    of its weights (``effnet.data_config``), empty for a model built straight from a plan.
     """
+
+    # Python-side descriptions of the build; TorchScript compiles only the forward paths.
+    __jit_unused_properties__: ClassVar[list[str]] = [
+        "plan",
+        "num_classes",
+        "in_chans",
+        "variant",
+        "build_args",
+    ]
 
     def __init__(
         self,
@@ -30,19 +102,11 @@ class EfficientNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.2,
-        padding: str = "symmetric",
-        shortcut: str = "identity",
+        *,
+        name: str | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
-        self.plan = plan
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        self.record = BuildRecord(plan, num_classes, in_chans, drop_rate, name or plan.name)
         self.num_features = plan.head_ch
         self.grad_checkpointing = False
         # Rebuild BN+SiLU outputs in backward instead of storing them (less memory, more time);
@@ -51,12 +115,15 @@ class EfficientNet(nn.Module):
         # Run the network in channels-last (NHWC) inside; outputs keep the input's layout.
         self.channels_last = False
         bn = {"bn_eps": plan.bn_eps, "bn_momentum": plan.bn_momentum}
-        self.stem = ConvBNAct(in_chans, plan.stem_ch, 3, 2, act=plan.act, padding=padding, **bn)
+        conv = {"act": plan.act, "padding": plan.padding}
+        self.stem = ConvBNAct(in_chans, plan.stem_ch, 3, 2, **conv, **bn)
         self.stages = nn.Sequential(
             *(
                 nn.Sequential(
                     *(
-                        BLOCKS[b.kind](b, plan.act, padding=padding, shortcut=shortcut, **bn)
+                        BLOCKS[b.kind](
+                            b, plan.act, padding=plan.padding, shortcut=plan.shortcut, **bn
+                        )
                         for b in plan.stage_blocks(s)
                     )
                 )
@@ -106,9 +173,7 @@ class EfficientNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        self.num_classes = num_classes
+        self.record = replace(self.record, num_classes=num_classes)
         self.classifier = (
             nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         )
@@ -117,6 +182,35 @@ class EfficientNet(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
+
+    @classmethod
+    def from_record(cls, record: BuildRecord) -> EfficientNet:
+        """The architecture ``record`` describes, freshly initialised."""
+        return cls(
+            record.plan, record.num_classes, record.in_chans, record.drop_rate, name=record.name
+        )
+
+    @property
+    def plan(self) -> ModelPlan:
+        return self.record.plan
+
+    @property
+    def num_classes(self) -> int:
+        return self.record.num_classes
+
+    @property
+    def in_chans(self) -> int:
+        return self.record.in_chans
+
+    @property
+    def variant(self) -> str:
+        """The registry name (or the plan's family name): ``record.name``."""
+        return self.record.name
+
+    @property
+    def build_args(self) -> dict[str, Any]:
+        """``record.build_args``: the flat ``create_model`` keywords effnet 0.1 stored."""
+        return self.record.build_args
 
     def set_dropout(self, p: float) -> None:
         """Change the pre-classifier dropout rate (progressive learning raises it per stage)."""

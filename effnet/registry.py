@@ -1,14 +1,16 @@
-"""The model registry: published variants as data, ``create_model`` and ``list_models``.
+"""The model registry: published variants as data; ``build_model`` and ``list_models``.
 
 Coefficients (width, depth, resolution, dropout) are the released ones (tensorflow/tpu
 ``efficientnet_params``, the Lite builder, google/automl ``efficientnetv2_params``); they are not
-alpha^phi etc. Compound scaling by any phi is available separately through ``phi=``.
+alpha^phi etc. Compound scaling by any phi is available separately through ``phi=``. The registry
+builds architectures from this data only; weights are ``effnet.api.create_model``'s business.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,19 +18,9 @@ import torch
 from torch import nn
 
 from effnet import specs
-from effnet.model import EfficientNet, EfficientNetFeatures
-from effnet.scaling import (
-    DEFAULT_ALPHA,
-    DEFAULT_BETA,
-    DEFAULT_GAMMA,
-    compound_coefficients,
-    plan,
-    scale_resolution,
-)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
+from effnet.model import EfficientNet
+from effnet.scaling import check_multipliers, plan, refuse_mixed, resolve_scaling
+from effnet.specs import HALF, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +37,12 @@ class Variant:
     crop_pct: float | None = None  # None -> resolution / (resolution + 32), the TF V1 rule
 
     def data_config(self, resolution: int | None = None) -> dict[str, Any]:
+        """Evaluation preprocessing at ``resolution`` (default the variant's own); the model's
+        image size is ``input_size``, its one and only record."""
         res = resolution or self.resolution
         crop = self.crop_pct if self.crop_pct is not None else res / (res + 32)
         return {
             "input_size": (3, res, res),
-            "train_size": self.train_resolution or res,
             "interpolation": self.interpolation,
             "mean": self.mean,
             "std": self.std,
@@ -170,86 +163,36 @@ def resolve(
     depth_mult: float | None = None,
     image_size: int | None = None,
 ) -> tuple[Variant, float, float, int]:
-    """Return (variant, width, depth, resolution) after compound and explicit overrides."""
+    """Return (variant, width, depth, resolution) after compound scaling or explicit overrides.
+
+    Compound scaling (``effnet.scaling.resolve_scaling``) multiplies the variant's own width,
+    depth and resolution; ``width_mult`` / ``depth_mult`` replace them (not with compound
+    scaling: that is refused); ``image_size`` replaces the resolution.
+    """
     variant = get_variant(name)
-    width, depth, res = variant.width, variant.depth, variant.resolution
-    if phi is not None or any(c is not None for c in (alpha, beta, gamma)):
-        d, w, r = compound_coefficients(
-            0.0 if phi is None else phi,
-            DEFAULT_ALPHA if alpha is None else alpha,
-            DEFAULT_BETA if beta is None else beta,
-            DEFAULT_GAMMA if gamma is None else gamma,
-        )
-        width, depth, res = width * w, depth * d, scale_resolution(res, r)
-    for label, v in (("width_mult", width_mult), ("depth_mult", depth_mult)):
-        if v is not None and not (isinstance(v, int | float) and 0 < v <= 100):
-            raise ValueError(f"{label} must be a number in (0, 100], got {v}")
-    width = width_mult if width_mult is not None else width
-    depth = depth_mult if depth_mult is not None else depth
+    explicit = {"width_mult": width_mult, "depth_mult": depth_mult}
+    check_multipliers(explicit)
+    refuse_mixed({"phi": phi, "alpha": alpha, "beta": beta, "gamma": gamma}, explicit)
+    scaled = resolve_scaling(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
+    width = variant.width * scaled.width if width_mult is None else width_mult
+    depth = variant.depth * scaled.depth if depth_mult is None else depth_mult
+    res = scaled.image_size(variant.resolution)
     if image_size is not None:
-        if not isinstance(image_size, int) or image_size < 32:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
             raise ValueError(f"image_size must be an integer >= 32, got {image_size}")
         res = image_size
     return variant, width, depth, res
 
 
-def create_model(
-    name: str,
+def customize(
+    family: specs.FamilySpec,
     *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    pretrained: str | None = None,
-    phi: float | None = None,
-    alpha: float | None = None,
-    beta: float | None = None,
-    gamma: float | None = None,
-    width_mult: float | None = None,
-    depth_mult: float | None = None,
-    image_size: int | None = None,
-    drop_rate: float | None = None,
-    drop_path_rate: float = 0.2,
     act: str | None = None,
     se: bool | None = None,
     bn_eps: float | None = None,
     bn_momentum: float | None = None,
-    padding: str | None = None,
-    shortcut: str = "identity",
-    features_only: bool = False,
-    out_indices: tuple[int, ...] = (0, 1, 2, 3, 4),
-    device: str | torch.device | None = None,
-) -> nn.Module:
-    """Build a registered EfficientNet, optionally scaled, modified and loaded with weights.
-
-    Args:
-        name: a name from ``list_models()``, or a baseline alias (``efficientnet``,
-            ``efficientnet_lite``, ``efficientnetv2``) to scale with ``phi``.
-        phi, alpha, beta, gamma: compound scaling on top of the variant: depth x alpha^phi,
-            width x beta^phi, resolution x gamma^phi (defaults 1.2, 1.1, 1.15).
-        width_mult, depth_mult: explicit multipliers that replace the variant's own.
-        pretrained: a weight file (effnet, timm, torchvision or lukemelas format; detected), or
-            ``"timm"`` / ``"torchvision"`` / ``"timm:NAME"`` to download upstream weights.
-        padding: ``"symmetric"`` (PyTorch) or ``"same"`` (TensorFlow, for TF-trained weights);
-            ``None`` picks what the weights need.
-        shortcut: ``"projection"`` gives every block without an identity path a 1x1 conv shortcut.
-    """
-    variant, width, depth, res = resolve(
-        name,
-        phi=phi,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        width_mult=width_mult,
-        depth_mult=depth_mult,
-        image_size=image_size,
-    )
-    weights = None
-    if pretrained is not None:
-        from effnet.weights import read_pretrained
-
-        weights = read_pretrained(pretrained, name)
-        padding = padding or weights.padding
-        bn_eps = bn_eps if bn_eps is not None else weights.bn_eps
-    family = variant.family
+) -> specs.FamilySpec:
+    """``family`` with another activation, SE switched off / on (ratio 0.25), or other BN."""
     if act is not None:
         family = replace(family, act=act)
     if se is False:
@@ -266,59 +209,67 @@ def create_model(
                 f"bn_momentum must be in [0, 1] (PyTorch convention), got {bn_momentum}"
             )
         family = replace(family, bn_momentum=bn_momentum)
-    model_plan = plan(family, width, depth, drop_path_rate)
-    ctx = torch.device(device) if device is not None else None
-    with ctx if ctx is not None else _null():
-        model = EfficientNet(
-            model_plan,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            drop_rate=variant.dropout if drop_rate is None else drop_rate,
-            padding=padding or "symmetric",
-            shortcut=shortcut,
-        )
-    model.variant = name
-    # Everything needed to rebuild this architecture (saved with checkpoints and exports).
-    model.build_args = {
-        "name": name,
-        "num_classes": num_classes,
-        "in_chans": in_chans,
-        "width_mult": width,
-        "depth_mult": depth,
-        "image_size": res,
-        "drop_rate": model.dropout.p,
-        "drop_path_rate": drop_path_rate,
-        "act": model_plan.act,
-        "se": any(b.se_ch for b in model_plan.blocks),
-        "bn_eps": model_plan.bn_eps,
-        "bn_momentum": model_plan.bn_momentum,
-        "padding": padding or "symmetric",
-        "shortcut": shortcut,
-    }
-    model.padding = padding or "symmetric"
-    model.shortcut_mode = shortcut
-    model.pretrained_cfg = variant.data_config(res)
-    if weights is not None:
-        from effnet.weights import apply_pretrained
+    return family
 
-        apply_pretrained(model, weights)
-    if features_only:
-        return EfficientNetFeatures(model, tuple(out_indices))
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    phi: float | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    width_mult: float | None = None,
+    depth_mult: float | None = None,
+    image_size: int | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float = 0.2,
+    act: str | None = None,
+    se: bool | None = None,
+    bn_eps: float | None = None,
+    bn_momentum: float | None = None,
+    padding: str | None = None,
+    shortcut: str = "identity",
+    device: str | torch.device | None = None,
+) -> EfficientNet:
+    """A registered architecture with fresh weights and the variant's data config.
+
+    The arguments are ``effnet.create_model``'s, less those about weights (it documents them).
+    """
+    variant, width, depth, res = resolve(
+        name,
+        phi=phi,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        width_mult=width_mult,
+        depth_mult=depth_mult,
+        image_size=image_size,
+    )
+    family = customize(variant.family, act=act, se=se, bn_eps=bn_eps, bn_momentum=bn_momentum)
+    model_plan = plan(
+        family, width, depth, drop_path_rate, padding=padding or "symmetric", shortcut=shortcut
+    )
+    drop = variant.dropout if drop_rate is None else drop_rate
+    with torch.device(device) if device is not None else nullcontext():
+        model = EfficientNet(model_plan, num_classes, in_chans, drop, name=name)
+    model.pretrained_cfg = variant.data_config(res)
     return model
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def data_config(model_or_name: nn.Module | str) -> dict[str, Any]:
-    """Preprocessing for a model's weights: input size, crop fraction, interpolation, mean/std."""
+    """Preprocessing for a model's weights: input size, crop fraction, interpolation, mean/std.
+
+    For a registered name, also ``train_size``: the resolution its published recipe trains at.
+    """
     if isinstance(model_or_name, str):
-        return get_variant(model_or_name).data_config()
+        variant = get_variant(model_or_name)
+        return {
+            **variant.data_config(),
+            "train_size": variant.train_resolution or variant.resolution,
+        }
     cfg = getattr(model_or_name, "pretrained_cfg", None)
     if not cfg:
         raise ValueError("this model carries no data config; build it with effnet.create_model")

@@ -3,7 +3,9 @@
 EfficientNet-B0: Table 1 of arXiv:1905.11946. EfficientNet-Lite: tensorflow/tpu
 ``lite/efficientnet_lite_builder.py``. EfficientNetV2-S: Table 4 of arXiv:2104.00298; V2-M/L/XL
 and the V2 base network (B0..B3): google/automl ``effnetv2_configs.py``. Specs hold only unscaled
-values; ``effnet.scaling.plan`` turns a family plus coefficients into final integers.
+values; ``effnet.scaling.plan`` turns a family plus coefficients into final integers. The
+preprocessing constants (mean / std) and the padding / shortcut choices live here too, so that
+every layer reads one definition.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from functools import partial
 from typing import Literal
 
 BlockKind = Literal["mbconv", "fused"]
+# Convolution padding: PyTorch's symmetric k // 2, or TensorFlow "SAME" (for TF-trained weights).
+PADDINGS = ("symmetric", "same")
+# Blocks without an identity path: no shortcut, or a 1x1 conv + BN "projection" shortcut.
+SHORTCUTS = ("identity", "projection")
+# Preprocessing constants (mean, std on 0..1 RGB): ImageNet statistics, and TF's (x - 127) / 128
+# of the Lite and V2 weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import effnet
-from effnet.export import check_onnx_inputs, export, export_model, load_onnx, onnx_metadata
-from effnet.export.torchscript import load_torchscript
+from effnet.deploy.export import check_onnx_inputs, export, export_model, load_onnx, onnx_metadata
+from effnet.deploy.export.torchscript import load_torchscript
 
 SIZE = 64  # small inputs keep the round-trips fast; the graphs are the same at any size
 
@@ -129,7 +129,7 @@ def test_run_folder_is_an_export_source(tmp_path):
 
 
 def test_pt2_round_trip(tmp_path):
-    from effnet.export.pt2 import load_pt2
+    from effnet.deploy.export.pt2 import load_pt2
 
     model = _model("efficientnet_lite0")
     result = export(model, "pt2", tmp_path / "m.pt2", image_size=SIZE)
@@ -142,7 +142,7 @@ def test_pt2_round_trip(tmp_path):
 
 
 def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
-    import effnet.export.common as common
+    import effnet.deploy.export.common as common
 
     monkeypatch.setattr(common, "TOLERANCE", 0.0)  # no difference passes, not even zero
     with pytest.raises(ValueError, match="not written"):
@@ -151,7 +151,7 @@ def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_no_verify_skips_the_check(tmp_path, monkeypatch):
-    import effnet.export.common as common
+    import effnet.deploy.export.common as common
 
     monkeypatch.setattr(common, "TOLERANCE", 0.0)
     result = export(

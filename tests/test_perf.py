@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 import effnet
+from effnet.deploy.optimize import fold_batchnorm, optimize_for_inference
 from effnet.fused import MemoryEfficientSiLU, bn_silu, channel_scale, plain_ops, silu
 from effnet.layers import ConvBNAct, DropPath
-from effnet.perf.optimize import fold_batchnorm, optimize_for_inference
 
 TOL = 1e-4
 SIZE = 64  # small inputs keep the fast suite fast; every layer type still runs

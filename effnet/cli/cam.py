@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from effnet.analysis.cam import cam_grid
 from effnet.cli import CLIError
+from effnet.data.images import is_image_file
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
@@ -48,14 +50,10 @@ def _is_model(arg: str) -> bool:
     p = Path(arg)
     if p.is_dir() or p.suffix.lower() in MODEL_SUFFIXES:
         return True
-    from effnet.data.images import is_image_file
-
     return not p.exists() and not is_image_file(p)  # a name (typos get the registry's hint)
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.analysis.cam import cam_grid
-
     model_args = [a for a in args.inputs if _is_model(a)]
     image_args = [a for a in args.inputs if a not in model_args]
     if not model_args:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from effnet import __version__
+from effnet.analysis.info import model_info
+from effnet.api import create_model
 from effnet.cli import CLIError
+from effnet.deploy.inference import predict
+from effnet.registry import list_models
 
 # A few rows of `effnet models`, one per family and size, so the summary stays short.
 SUMMARY = (
@@ -69,8 +74,6 @@ def photos() -> tuple[list[tuple[str, Any]], str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet import __version__, create_model, list_models, model_info, predict
-
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     print(f"effnet {__version__}: {len(list_models())} models (`effnet models` lists them all)")

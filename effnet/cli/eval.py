@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from effnet.training import evaluate_checkpoint
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -29,8 +31,6 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from effnet.training import evaluate_checkpoint
-
     src = Path(args.checkpoint)
     out = args.out or (src if src.is_dir() else src.parent)
     res = evaluate_checkpoint(

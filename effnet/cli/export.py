@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from effnet.export import DEFAULT_OPSET, FORMATS, TOLERANCE
+from effnet.deploy.export import DEFAULT_OPSET, FORMATS, TOLERANCE, export
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.export import export
-
     result = export(
         args.model,
         args.format,

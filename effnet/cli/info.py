@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from effnet.analysis.info import model_info
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="per-stage table of one model: channels, repeats, params, MACs")
@@ -17,8 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet import model_info
-
     info = model_info(args.name, args.image_size)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from effnet.analysis.info import model_info
+from effnet.registry import list_models
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registered models with params and MACs")
@@ -14,8 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet import list_models, model_info
-
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}; try `effnet models`")

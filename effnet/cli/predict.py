@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from effnet.cli import CLIError
+from effnet.deploy.inference import predict
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.inference import predict
-
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     results = predict(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from effnet.lab.scale import scale
+
 EPILOG = """\
 examples:
   effnet scale mobilenetv2 --depth 4             # Table 3: MobileNetV2 scaled by depth
@@ -42,8 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.lab.scale import scale
-
     res = scale(
         args.base,
         phi=args.phi,

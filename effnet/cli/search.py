@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from effnet.lab.search import search
+from effnet.training.trainer import Interrupted
+
 EPILOG = """\
 examples:
   effnet search --data digits --budget 3 --out runs/search
@@ -63,9 +66,6 @@ def experiment_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.lab.search import search
-    from effnet.training.trainer import Interrupted
-
     try:
         res = search(
             args.data,

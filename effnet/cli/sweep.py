@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from effnet.cli.search import add_experiment_args, experiment_kwargs
+from effnet.lab.sweep import parse_values, sweep
+from effnet.training.trainer import Interrupted
 
 EPILOG = """\
 examples:
@@ -46,9 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.lab.sweep import parse_values, sweep
-    from effnet.training.trainer import Interrupted
-
     try:
         res = sweep(
             args.data,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from effnet.data.images import UnreadableImageError, is_image_file, open_rgb
@@ -213,8 +214,6 @@ def _unreadable(path: Path, full: bool) -> str | None:
         except UnreadableImageError as e:
             return str(e).split(": ", 1)[-1]
         return None
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im.verify()

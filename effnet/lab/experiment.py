@@ -8,11 +8,17 @@ sweep never redoes finished work.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from effnet.analysis.info import model_info
+from effnet.api import create_model
+from effnet.registry import get_variant
+from effnet.scaling import scale_resolution
+from effnet.training import resolve_config, train
 
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint_last.pt"
@@ -30,9 +36,6 @@ class Base:
 
 def base_config(config: str | None = None, **overrides: Any) -> Base:
     """Resolve a training config (YAML file or built-in name, default ``digits``) + overrides."""
-    from effnet.registry import get_variant
-    from effnet.training import resolve_config
-
     overrides = {k: v for k, v in overrides.items() if v is not None}
     epochs = overrides.get("epochs")
     if epochs is not None and "warmup_epochs" not in overrides:
@@ -58,8 +61,6 @@ def base_config(config: str | None = None, **overrides: Any) -> Base:
 def fingerprint(base: Base) -> str:
     """A short hash of everything that changes a run's result except the scaling and the seed:
     runs of different settings never share a folder, so reuse is always safe."""
-    import hashlib
-
     skip = {"seed", "out", "threads", "progress", "workers", "device"}
     cfg = {k: v for k, v in base.config.to_dict().items() if k not in skip}
     return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -68,15 +69,10 @@ def fingerprint(base: Base) -> str:
 def scaled_size(base: int, r: float) -> int:
     """Pixels for resolution multiplier ``r``; nearest integer, since at the 32-64 px of quick
     experiments a multiple-of-8 rule would merge neighbouring grid points."""
-    if not (math.isfinite(r) and r > 0):
-        raise ValueError(f"resolution multiplier must be a finite number > 0, got {r}")
-    return max(32, round(base * r))
+    return scale_resolution(base, r, divisor=1)
 
 
 def candidate_macs(base: Base, depth: float, width: float, size: int, classes: int) -> dict:
-    from effnet.analysis.info import model_info
-    from effnet.registry import create_model
-
     kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
     kw["depth_mult"] = base.depth * depth
     model = create_model(base.config.model, num_classes=classes, device="meta", **kw)
@@ -88,8 +84,6 @@ def train_candidate(
     base: Base, depth: float, width: float, resolution: float, run_dir: Path, **overrides: Any
 ) -> dict[str, Any]:
     """Train (or read back, or resume) one candidate; returns its summary plus MACs and params."""
-    from effnet.training import train
-
     run_dir = Path(run_dir)
     size = scaled_size(base.image_size, resolution)
     summary_file = run_dir / SUMMARY

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from effnet.weights.serialize import atomic_write
+
 SIZE_IN, DPI = (8.0, 5.0), 100  # 800 x 500 px
 
 
@@ -19,8 +21,6 @@ def _figure():
 
 
 def _save(plt, fig, path: str | Path) -> Path:
-    from effnet.weights.serialize import atomic_write
-
     path = Path(path)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))

@@ -8,52 +8,17 @@ d * w^2 * r^2; ``scale`` reports both.
 
 from __future__ import annotations
 
-import math
+from dataclasses import asdict
 from typing import Any
 
+import torch
+
+from effnet.analysis.info import model_info
 from effnet.lab.baselines import BASELINES, Baseline, baseline_plan, count
-from effnet.scaling import (
-    DEFAULT_ALPHA,
-    DEFAULT_BETA,
-    DEFAULT_GAMMA,
-    compound_coefficients,
-    scale_resolution,
-)
+from effnet.model import EfficientNet
+from effnet.registry import get_variant
+from effnet.scaling import plan, resolve_scaling
 from effnet.specs import FamilySpec
-
-
-def coefficients(
-    *,
-    phi: float | None = None,
-    alpha: float | None = None,
-    beta: float | None = None,
-    gamma: float | None = None,
-    depth: float | None = None,
-    width: float | None = None,
-    resolution: float | None = None,
-) -> dict[str, Any]:
-    """Resolve the arguments of ``scale`` into (depth, width, resolution) multipliers."""
-    compound = phi is not None or any(c is not None for c in (alpha, beta, gamma))
-    explicit = any(v is not None for v in (depth, width, resolution))
-    if compound and explicit:
-        raise ValueError(
-            "give either phi/alpha/beta/gamma (compound) or depth/width/resolution, not both"
-        )
-    out: dict[str, Any] = {"phi": None, "alpha": None, "beta": None, "gamma": None}
-    if compound:
-        a = DEFAULT_ALPHA if alpha is None else alpha
-        b = DEFAULT_BETA if beta is None else beta
-        g = DEFAULT_GAMMA if gamma is None else gamma
-        p = 1.0 if phi is None else phi
-        d, w, r = compound_coefficients(p, a, b, g)
-        out.update(phi=p, alpha=a, beta=b, gamma=g)
-    else:
-        d, w, r = (1.0 if v is None else v for v in (depth, width, resolution))
-        for label, v in (("depth", d), ("width", w), ("resolution", r)):
-            if not (isinstance(v, int | float) and math.isfinite(v) and 0 < v <= 100):
-                raise ValueError(f"{label} multiplier must be a number in (0, 100], got {v}")
-    out.update(depth=float(d), width=float(w), resolution=float(r))
-    return out
 
 
 def _baseline_counts(base: Baseline, d: float, w: float, px: int) -> dict[str, Any]:
@@ -88,12 +53,6 @@ def _baseline_counts(base: Baseline, d: float, w: float, px: int) -> dict[str, A
 
 
 def _effnet_counts(family: FamilySpec, d: float, w: float, px: int) -> dict[str, Any]:
-    import torch
-
-    from effnet.analysis.info import model_info
-    from effnet.model import EfficientNet
-    from effnet.scaling import plan
-
     with torch.device("meta"):
         model = EfficientNet(plan(family, w, d))
     info = model_info(model, px)
@@ -138,8 +97,6 @@ def _resolve_base(base: str | Baseline | FamilySpec) -> tuple[str, Any, float, f
     for name, spec in BASELINES.items():
         if key == name:
             return name, spec, 1.0, 1.0, spec.resolution
-    from effnet.registry import get_variant
-
     try:
         v = get_variant(base)
     except ValueError as e:
@@ -173,7 +130,7 @@ def scale(
     ``base_macs``, ``macs_ratio`` (measured), ``theory_ratio`` (d * w^2 * r^2) and, for compound
     scaling, ``phi_ratio`` (2^phi, the paper's target).
     """
-    co = coefficients(
+    scaling = resolve_scaling(
         phi=phi,
         alpha=alpha,
         beta=beta,
@@ -182,10 +139,11 @@ def scale(
         width=width,
         resolution=resolution,
     )
+    co = asdict(scaling)
     name, spec, d0, w0, res0 = _resolve_base(base)
     counter = _baseline_counts if isinstance(spec, Baseline) else _effnet_counts
-    d, w, r = co["depth"], co["width"], co["resolution"]
-    px = res0 if r == 1.0 else scale_resolution(res0, r)
+    d, w, r = scaling.depth, scaling.width, scaling.resolution
+    px = scaling.image_size(res0)
     scaled = counter(spec, d0 * d, w0 * w, px)
     ref = counter(spec, d0, w0, res0)
     out = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import multiprocessing as mp
 import os
 import socket
 import sys
@@ -17,7 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from effnet.lab.experiment import Base, base_config, fingerprint, train_candidate
+from effnet.lab.plots import plot_search
+from effnet.training.trainer import Interrupted
+from effnet.weights.serialize import atomic_write
 
 STUDY = "effnet-search"
 PARAM = "abg"
@@ -272,9 +278,6 @@ def search(
         f"|a*b^2*g^2 - {target:g}| <= {tolerance:g}, {int(budget)} epoch(s) each, "
         f"{workers} worker(s), storage {storage}"
     )
-    from effnet.lab.plots import plot_search
-    from effnet.weights.serialize import atomic_write
-
     def write() -> dict[str, Any]:
         res = results(storage, points, target, study_name(base))
         res.update(
@@ -299,10 +302,6 @@ def search(
 
 
 def _worker_main(base, points, out, storage, overrides, threads) -> None:
-    import torch
-
-    from effnet.training.trainer import Interrupted
-
     torch.set_num_threads(threads)
     try:
         run_worker(
@@ -323,8 +322,6 @@ def _worker_main(base, points, out, storage, overrides, threads) -> None:
 
 
 def _run_parallel(base, points, out, storage, overrides, workers) -> None:
-    import multiprocessing as mp
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     open_study(

@@ -14,8 +14,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from effnet.lab.experiment import base_config, fingerprint, scaled_size, train_candidate
-from effnet.scaling import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, compound_coefficients
+from effnet.lab.experiment import Base, base_config, fingerprint, scaled_size, train_candidate
+from effnet.lab.plots import plot_sweep
+from effnet.scaling import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, resolve_scaling
+from effnet.weights.serialize import atomic_write
 
 DIMENSIONS = ("width", "depth", "resolution", "compound")
 
@@ -27,20 +29,16 @@ def multipliers(
     beta: float = DEFAULT_BETA,
     gamma: float = DEFAULT_GAMMA,
 ) -> tuple[float, float, float]:
-    """(depth, width, resolution) for one sweep value."""
+    """(depth, width, resolution) for one sweep value (``effnet.scaling.resolve_scaling``)."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}, got {dimension!r}")
-    if not (isinstance(value, int | float) and math.isfinite(value)):
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
         raise ValueError(f"sweep values must be finite numbers, got {value!r}")
     if dimension == "compound":
-        return compound_coefficients(value, alpha, beta, gamma)
-    if value <= 0:
-        raise ValueError(f"a {dimension} multiplier must be > 0, got {value}")
-    return (
-        value if dimension == "depth" else 1.0,
-        value if dimension == "width" else 1.0,
-        value if dimension == "resolution" else 1.0,
-    )
+        s = resolve_scaling(phi=value, alpha=alpha, beta=beta, gamma=gamma)
+    else:
+        s = resolve_scaling(**{dimension: value})
+    return s.depth, s.width, s.resolution
 
 
 def parse_values(items: list[str], dimensions: list[str]) -> dict[str, list[float]]:
@@ -92,58 +90,20 @@ def sweep(
         raise ValueError(f"seeds must be an integer >= 1, got {seeds}")
     dims = list(dict.fromkeys(dimensions))
     values = values or {d: [0.0, 1.0, 2.0] if d == "compound" else [1.0, 2.0] for d in dims}
-    plan = {d: [(v, multipliers(d, v, alpha, beta, gamma)) for v in values[d]] for d in dims}
+    points = {d: [(v, multipliers(d, v, alpha, beta, gamma)) for v in values[d]] for d in dims}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = {
-        s: base_config(config, data=data, seed=s, epochs=int(budget), **train_overrides)
+    base = [
+        base_config(config, data=data, seed=s, epochs=int(budget), **train_overrides)
         for s in range(seeds)
-    }
-    runs: dict[str, dict[str, Any]] = {}
-    total = len(
-        {
-            run_key(d, w, scaled_size(base[0].image_size, r), s)
-            for pts in plan.values()
-            for _, (d, w, r) in pts
-            for s in range(seeds)
-        }
-    )
+    ]
+    total = len({k for pts in points.values() for _, m in pts for k in _run_keys(base, m)})
     log(f"effnet sweep: {', '.join(dims)}; {total} training runs of {int(budget)} epoch(s)")
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for dim in dims:
-        curve = []
-        for v, (d, w, r) in plan[dim]:
-            rows = []
-            for s in range(seeds):
-                k = run_key(d, w, scaled_size(base[s].image_size, r), s)
-                if k not in runs:
-                    run_dir = out / "runs" / fingerprint(base[0]) / k
-                    runs[k] = train_candidate(base[s], d, w, r, run_dir)
-                    log(
-                        f"{dim} {v:g} seed {s}: top-1 {runs[k]['best_top1']:.2f}%  "
-                        f"{runs[k]['macs'] / 1e6:.1f}M MACs  {runs[k]['image_size']}px"
-                    )
-                rows.append(runs[k])
-            top1 = [x["best_top1"] for x in rows]
-            curve.append(
-                {
-                    "value": v,
-                    "depth": d,
-                    "width": w,
-                    "resolution": r,
-                    "image_size": rows[0]["image_size"],
-                    "macs": rows[0]["macs"],
-                    "params": rows[0]["params"],
-                    "top1": top1,
-                    "top1_mean": statistics.fmean(top1),
-                    "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
-                    "wall_time_s": sum(x.get("wall_time_s") or 0 for x in rows),
-                    "run_dirs": [x.get("run_dir") for x in rows],
-                    "run_wall_s": [x.get("wall_time_s") for x in rows],
-                    "reused": [bool(x.get("reused")) for x in rows],
-                }
-            )
-        curves[dim] = curve
+    runs: dict[str, dict[str, Any]] = {}
+    curves = {
+        dim: [_point(v, m, _train(base, m, out, runs, log, f"{dim} {v:g}")) for v, m in points[dim]]
+        for dim in dims
+    }
     res = {
         "data": data,
         "epochs": int(budget),
@@ -154,10 +114,48 @@ def sweep(
         "base_image_size": base[0].image_size,
         "curves": curves,
     }
-    from effnet.lab.plots import plot_sweep
-    from effnet.weights.serialize import atomic_write
-
     text = json.dumps(res, indent=2)
     atomic_write(out / "sweep.json", lambda tmp: Path(tmp).write_text(text))
     res["plot"] = str(plot_sweep(res, out / "sweep.png"))
     return res
+
+
+def _run_keys(base: list[Base], m: tuple[float, float, float]) -> list[str]:
+    """One run key per seed for multipliers ``m`` = (depth, width, resolution)."""
+    d, w, r = m
+    return [run_key(d, w, scaled_size(b.image_size, r), s) for s, b in enumerate(base)]
+
+
+def _train(base: list[Base], m: tuple, out: Path, runs: dict, log, label: str) -> list[dict]:
+    """Each seed's run for multipliers ``m``; runs already in ``runs`` are shared, not redone."""
+    rows = []
+    for s, k in enumerate(_run_keys(base, m)):
+        if k not in runs:
+            r = runs[k] = train_candidate(base[s], *m, out / "runs" / fingerprint(base[0]) / k)
+            log(
+                f"{label} seed {s}: top-1 {r['best_top1']:.2f}%  {r['macs'] / 1e6:.1f}M MACs  "
+                f"{r['image_size']}px"
+            )
+        rows.append(runs[k])
+    return rows
+
+
+def _point(value: float, m: tuple[float, float, float], rows: list[dict]) -> dict[str, Any]:
+    """One point of a curve: the multipliers, cost, and top-1 over the seeds."""
+    top1 = [x["best_top1"] for x in rows]
+    return {
+        "value": value,
+        "depth": m[0],
+        "width": m[1],
+        "resolution": m[2],
+        "image_size": rows[0]["image_size"],
+        "macs": rows[0]["macs"],
+        "params": rows[0]["params"],
+        "top1": top1,
+        "top1_mean": statistics.fmean(top1),
+        "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+        "wall_time_s": sum(x.get("wall_time_s") or 0 for x in rows),
+        "run_dirs": [x.get("run_dir") for x in rows],
+        "run_wall_s": [x.get("wall_time_s") for x in rows],
+        "reused": [bool(x.get("reused")) for x in rows],
+    }

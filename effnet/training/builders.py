@@ -11,7 +11,7 @@ from effnet.training.schedule import V2_PROGRESSIVE, Stage, progressive_stages
 
 
 def build_model(cfg: TrainConfig, num_classes: int, class_names: list[str]) -> nn.Module:
-    from effnet.registry import create_model
+    from effnet.api import create_model
 
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 FORMATS = ("effnet", "timm", "torchvision", "lukemelas")
-_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Files from elsewhere carry no digest and load as before.
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -116,8 +117,6 @@ def verify_tensors(
 
 
 def _format_version(metadata: str | None) -> int:
-    import json
-
     try:
         return int(json.loads(metadata or "{}").get("format_version", 0))
     except (ValueError, TypeError, AttributeError):

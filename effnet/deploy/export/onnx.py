@@ -9,6 +9,7 @@ is a multiple of 32 (every strided conv then sees an even size), so those are re
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.export.common import (
+from effnet.deploy.export.common import (
     ExportResult,
     compare,
     eval_mode,
@@ -30,6 +31,7 @@ from effnet.export.common import (
     metadata,
     one_line_errors,
 )
+from effnet.weights.serialize import atomic_write
 
 DEFAULT_OPSET = 17
 SAME_PAD_MULTIPLE = 32
@@ -52,8 +54,6 @@ def export_onnx(
     ``data_config`` and ``class_names`` as separate JSON entries for other tools. With
     ``dynamic_size`` the graph also takes other heights and widths (verified at size + 32).
     """
-    from effnet.weights.serialize import atomic_write
-
     if not isinstance(opset, int) or not 9 <= opset <= 20:
         raise ValueError(f"opset must be an integer in [9, 20], got {opset!r}")
     require_onnx()
@@ -70,7 +70,7 @@ def export_onnx(
     def write(tmp: str) -> None:
         with eval_mode(model):
             _export(model, tmp, in_chans, size, opset, dynamic_size)
-            meta = metadata(model, size)
+            meta = metadata(model, size, dynamic=dynamic_size)
             if dynamic_size:
                 meta["dynamic_size"], meta["size_multiple"] = True, multiple
             _add_metadata(tmp, meta)
@@ -91,8 +91,8 @@ def export_onnx(
 
 
 def _size_multiple(model: nn.Module, dynamic_size: bool) -> int:
-    padding = (getattr(model, "build_args", None) or {}).get("padding")
-    return SAME_PAD_MULTIPLE if dynamic_size and padding == "same" else 1
+    plan = getattr(model, "plan", None)  # effnet models; other modules pad symmetrically
+    return SAME_PAD_MULTIPLE if dynamic_size and plan is not None and plan.padding == "same" else 1
 
 
 def _export(
@@ -137,8 +137,6 @@ def _add_metadata(path: str, meta: dict[str, Any]) -> None:
 
 def require_onnx() -> None:
     """One-line advice instead of an ImportError when the export extra is not installed."""
-    import importlib.util
-
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f'ONNX support needs {" and ".join(missing)}: pip install -e ".[export]"')
@@ -207,7 +205,7 @@ class OnnxClassifier(nn.Module):
         super().__init__()
         self.session = load_onnx(path)
         meta = onnx_metadata(self.session)
-        self.build_args = dict(meta.get("build_args") or {})
+        self.in_chans = int((meta.get("build_args") or {}).get("in_chans", 3))
         cfg = dict(meta.get("data_config") or {})
         if not cfg:
             raise ValueError(f"{path}: ONNX file without effnet metadata; export it with effnet")
@@ -217,7 +215,7 @@ class OnnxClassifier(nn.Module):
         out = self.session.get_outputs()[0].shape
         self.num_classes = out[-1] if isinstance(out[-1], int) else len(self.class_names)
         size = meta.get("export_image_size")
-        if size and not meta.get("dynamic_size"):  # a fixed graph size: preprocess to that
+        if size and not meta.get("dynamic_size"):  # a fixed graph size (files before 0.2 too)
             self.pretrained_cfg["input_size"] = (cfg["input_size"][0], size, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

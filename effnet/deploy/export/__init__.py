@@ -13,11 +13,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from effnet.export.common import TOLERANCE, ExportResult
-from effnet.export.onnx import DEFAULT_OPSET, check_onnx_inputs, load_onnx, onnx_metadata
+import torch
+
+from effnet.api import resolve_model
+from effnet.deploy.export.common import TOLERANCE, ExportResult, compare, eval_mode, input_spec
+from effnet.deploy.export.onnx import (
+    DEFAULT_OPSET,
+    check_onnx_inputs,
+    export_onnx,
+    load_onnx,
+    onnx_metadata,
+)
+from effnet.deploy.export.pt2 import export_pt2
+from effnet.deploy.export.torchscript import export_torchscript
+from effnet.weights.serialize import load_model, save_model
 
 FORMATS = ("onnx", "torchscript", "safetensors", "pt2")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors", "pt2": ".pt2"}
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -46,30 +57,20 @@ def export(
     """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    from effnet.inference import resolve_model
-
-    model = resolve_model(model_or_path, pretrained=pretrained)
-    if type(model).__name__ == "OnnxClassifier":
-        raise ValueError("the input is already an ONNX file; export from an effnet model file")
+    model = resolve_model(model_or_path, pretrained=pretrained)  # refuses ONNX inputs too
     output = Path(output)
     if output.is_dir():
         raise IsADirectoryError(f"{output} is a folder; give a file name, e.g. model.{format}")
     try:
         if format == "onnx":
-            from effnet.export.onnx import export_onnx
-
             return export_onnx(
                 model, output, image_size, opset=opset, verify=verify, dynamic_size=dynamic_size
             )
         if dynamic_size:
             raise ValueError(f"dynamic_size is an ONNX-only option, got format {format!r}")
         if format == "torchscript":
-            from effnet.export.torchscript import export_torchscript
-
             return export_torchscript(model, output, image_size, verify=verify)
         if format == "pt2":
-            from effnet.export.pt2 import export_pt2
-
             return export_pt2(model, output, image_size, verify=verify)
         if image_size is not None:
             raise ValueError(
@@ -119,11 +120,6 @@ def export_model(
 
 
 def _export_safetensors(model, output: Path, *, verify: bool) -> ExportResult:
-    import torch
-
-    from effnet.export.common import compare, eval_mode, input_spec
-    from effnet.weights.serialize import load_model, save_model
-
     start = time.perf_counter()
     in_chans, size = input_spec(model, None)
     save_model(model, output)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effnet.export.common import (
+from effnet.deploy.export.common import (
     ExportResult,
     example_input,
     load_archive,

@@ -1,7 +1,8 @@
-"""Classify images with a model's own preprocessing: ``effnet.predict`` and ``resolve_model``.
+"""Classify images with a model's own preprocessing: ``effnet.predict``.
 
 A model comes from a registered name (random init, or ``pretrained=``), an effnet model file, a
-training run folder, an ONNX file written by ``effnet export``, or an ``nn.Module``. Each image is
+training run folder (``effnet.api.resolve_model``), an ONNX file written by ``effnet export``, or
+an ``nn.Module``. Each image is
 decoded by ``open_rgb`` and preprocessed with the weights' own data config (resolution, crop,
 interpolation, mean/std), so predictions match the accuracy the weights were published with.
 """
@@ -18,59 +19,24 @@ import torch
 from PIL import Image
 from torch import nn
 
+from effnet import api
 from effnet.data.images import is_image_file, open_rgb
 from effnet.data.transforms import eval_transform
+from effnet.deploy.export.common import input_channels
+from effnet.deploy.export.onnx import OnnxClassifier
+from effnet.registry import data_config
 
 ON_ERROR = ("raise", "skip")
 
 
 def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Module:
-    """An ``nn.Module`` as is; an existing path through ``load_model``; otherwise a model name.
-
-    A missing path (something with a folder separator or a file suffix) is a
-    ``FileNotFoundError``; an unknown name is a ``ValueError`` suggesting close names.
-    """
-    if isinstance(model_or_path, nn.Module):
-        return model_or_path
-    if not isinstance(model_or_path, str | os.PathLike):
-        raise ValueError(f"expected a model, a model name or a path, got {model_or_path!r}")
-    text = os.fspath(model_or_path)
-    path = Path(text)
-    if path.exists():
+    """``effnet.api.resolve_model``, plus ``.onnx`` files written by ``effnet export``."""
+    path = Path(model_or_path) if isinstance(model_or_path, str | os.PathLike) else None
+    if path is not None and path.suffix == ".onnx" and path.exists():
         if pretrained is not None:
-            raise ValueError(f"--pretrained applies to model names, not to the file {text!r}")
-        if path.suffix == ".onnx":
-            from effnet.export.onnx import OnnxClassifier
-
-            return OnnxClassifier(path)
-        _refuse_program_archives(path)
-        from effnet.weights.serialize import load_model
-
-        return load_model(path)
-    if os.sep in text or (os.altsep and os.altsep in text) or path.suffix:
-        raise FileNotFoundError(f"{text}: no such file or folder")
-    from effnet.registry import create_model
-
-    return create_model(text, pretrained=pretrained)
-
-
-def _refuse_program_archives(path: Path) -> None:
-    """TorchScript / torch.export files hold code, not effnet weights: say so in one line."""
-    import zipfile
-
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    if any(n.endswith("/constants.pkl") for n in names):
-        kind = "a TorchScript file (run it with torch.jit.load)"
-    elif path.suffix == ".pt2" or any(n.endswith("archive_format") for n in names):
-        kind = "a torch.export program (run it with torch.export.load)"
-    else:
-        return
-    raise ValueError(
-        f"{path} is {kind}; effnet reads effnet model files, run folders and .onnx files"
-    )
+            raise ValueError(f"--pretrained applies to model names, not to the file {path}")
+        return OnnxClassifier(path)
+    return api.resolve_model(model_or_path, pretrained=pretrained)
 
 
 def class_names(model: nn.Module) -> list[str]:
@@ -83,9 +49,7 @@ def class_names(model: nn.Module) -> list[str]:
 
 
 def _num_classes(model: nn.Module) -> int:
-    n = getattr(model, "num_classes", None)
-    if n is None:
-        n = (getattr(model, "build_args", None) or {}).get("num_classes", 0)
+    n = getattr(model, "num_classes", 0)  # effnet models and OnnxClassifier carry it
     if not n:
         raise ValueError("this model has no classifier (num_classes=0); nothing to predict")
     return int(n)
@@ -127,7 +91,7 @@ def _to_pil(source: Any) -> Image.Image:
 
 def check_model_input(model: nn.Module, batch: torch.Tensor) -> None:
     """Refuse a batch whose layout does not match the model's input, with a one-line error."""
-    in_chans = int((getattr(model, "build_args", None) or {}).get("in_chans", 3))
+    in_chans = input_channels(model)
     if batch.ndim != 4 or batch.shape[1] != in_chans:
         raise ValueError(
             f"input of shape {tuple(batch.shape)} does not fit the model, which takes "
@@ -168,11 +132,9 @@ def predict(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here")
     model = resolve_model(model_or_path, pretrained=pretrained)
-    in_chans = int((getattr(model, "build_args", None) or {}).get("in_chans", 3))
+    in_chans = input_channels(model)
     if in_chans != 3:
         raise ValueError(f"predict feeds RGB images; this model takes {in_chans} input channels")
-    from effnet.registry import data_config
-
     transform = eval_transform(data_config(model))
     names = class_names(model)
     k = min(topk, len(names))

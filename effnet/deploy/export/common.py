@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.weights.serialize import atomic_write, model_metadata
+
 # fp32 tolerance for an exported graph against eager PyTorch (the model-zoo acceptance).
 TOLERANCE = 1e-4
 # Batch sizes checked after export: 1, and one above it to prove the batch axis is dynamic.
@@ -33,13 +35,17 @@ class ExportResult:
     seconds: float = 0.0
 
 
+def input_channels(model: nn.Module) -> int:
+    """Input channels of an effnet model (or an ``OnnxClassifier``); 3 for other modules."""
+    return int(getattr(model, "in_chans", 3))
+
+
 def input_spec(model: nn.Module, image_size: int | None) -> tuple[int, int]:
     """(in_chans, image size): the size defaults to the model's data config resolution."""
-    args = getattr(model, "build_args", None) or {}
-    in_chans = int(args.get("in_chans", 3))
+    in_chans = input_channels(model)
     if image_size is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
-        image_size = int(cfg.get("input_size", (3, args.get("image_size", 224)))[-1])
+        image_size = int(cfg.get("input_size", (3, 224))[-1])
     if not isinstance(image_size, int) or image_size < 32:
         raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
     return in_chans, image_size
@@ -50,14 +56,19 @@ def example_input(batch: int, in_chans: int, size: int, seed: int = 0) -> torch.
     return torch.randn(batch, in_chans, size, size, generator=g)
 
 
-def metadata(model: nn.Module, image_size: int) -> dict[str, Any]:
-    """effnet's model description (build args, data config, class names) for any format."""
-    from effnet.weights.serialize import model_metadata
+def metadata(model: nn.Module, image_size: int, dynamic: bool = False) -> dict[str, Any]:
+    """effnet's model description (build record, data config, class names) for any format.
 
+    A fixed-size graph takes ``image_size`` pixels, so the data config's ``input_size`` says so
+    too: it and ``export_image_size`` cannot disagree. A ``dynamic`` graph keeps the model's own.
+    """
     try:
         meta = model_metadata(model)
     except ValueError:  # a plain nn.Module: export it, with what little is known
         meta = {"build_args": {"name": type(model).__name__}, "data_config": {}}
+    cfg = meta["data_config"]
+    if cfg and not dynamic:
+        cfg["input_size"] = (input_channels(model), image_size, image_size)
     meta["export_image_size"] = image_size
     return json.loads(json.dumps(meta, default=list))  # tuples -> lists, checked serialisable
 
@@ -134,8 +145,6 @@ def write_export(
 
     ``save(tmp, in_chans, size)`` writes the file; ``load(tmp)`` returns something callable.
     """
-    from effnet.weights.serialize import atomic_write
-
     in_chans, size = input_spec(model, image_size)
     result = ExportResult(Path(path), fmt, size)
     start = time.perf_counter()
