@@ -24,6 +24,7 @@ from effnet.data.images import is_image_file, open_rgb
 from effnet.data.transforms import eval_transform
 from effnet.deploy.export.common import input_channels
 from effnet.deploy.export.onnx import OnnxClassifier
+from effnet.deploy.optimize import optimize_for_inference
 from effnet.registry import data_config
 
 ON_ERROR = ("raise", "skip")
@@ -140,6 +141,8 @@ def predict(
     k = min(topk, len(names))
     was_training = model.training
     model.eval().to(dev)
+    # effnet's fast inference paths, on a copy: the caller's model is left as it was.
+    net = optimize_for_inference(model) if isinstance(model, nn.Module) else model
     if isinstance(images, str | os.PathLike | Image.Image | np.ndarray | torch.Tensor):
         images = [images]
     results: list[dict[str, Any]] = []
@@ -151,7 +154,7 @@ def predict(
         batch = torch.stack([t for _, t in pending]).to(dev)
         check_model_input(model, batch)
         with torch.inference_mode():
-            probs = model(batch).float().softmax(dim=1).cpu()
+            probs = net(batch).float().softmax(dim=1).cpu()
         top_p, top_i = probs.topk(k, dim=1)
         for (slot, _), ps, ix in zip(pending, top_p.tolist(), top_i.tolist(), strict=True):
             results[slot]["top"] = [
