@@ -78,6 +78,7 @@ def summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg) ->
         "run_dir": str(run_dir),
         "model": cfg.model,
         "data": data.source,
+        "params": sum(p.numel() for p in model.parameters()),  # as built (model_kwargs applied)
         "classes": data.num_classes,
         "epochs": len(history),
         "best_top1": best["top1"],

