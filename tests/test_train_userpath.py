@@ -124,3 +124,65 @@ def test_readme_finetune_command_runs(tmp_path):
     lite0 = params_on_meta(lambda: create_model("efficientnet_lite0", num_classes=3))
     assert summary["params"] == lite0 and summary["epochs"] == 2
     assert re.search(r"efficientnet_lite0 \(\d\.\d\dM params\)", err)
+
+
+# -- point 2: eval on a run scores the run's own validation split --------------------------------
+
+TINY_RUN = {
+    "model_kwargs": {"width_mult": 0.25, "depth_mult": 0.25},
+    "image_size": 32,
+    "epochs": 1,
+    "batch_size": 8,
+    "threads": 1,
+    "progress": "none",
+}
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    """A 1-epoch run on a 3-class folder with its own split (val_fraction 0.3, seed 7)."""
+    from effnet.training import train
+
+    root = tmp_path_factory.mktemp("split")
+    data = image_folder(root / "data")
+    train(**TINY_RUN, data=str(data), val_fraction=0.3, seed=7, out=str(root / "run"))
+    return data, root / "run"
+
+
+def test_eval_uses_the_runs_validation_split(split_run, tmp_path):
+    from effnet.data.datasets import load_data
+
+    data, run = split_run
+    own = load_data(str(data), val_fraction=0.3, seed=7)
+    val_files = sorted(f for f, _ in own.val.samples)
+    train_files = {f for f, _ in own.train.samples}
+    code, out, err = run_cli(["eval", run, "--data", data, "--out", tmp_path / "ev"])
+    assert code == 0, err
+    res = json.loads((tmp_path / "ev" / "confusion.json").read_text())
+    assert sorted(res["files"]) == val_files and not train_files & set(res["files"])
+    assert res["images"] == len(val_files) == 9
+    assert (res["data"], res["val_fraction"], res["seed"]) == (str(data), 0.3, 7)
+    assert "9 val images" in out and "the run's split: val_fraction 0.3, seed 7" in out
+    # without --data: the run's data too
+    code, _, err = run_cli(["eval", run, "--out", tmp_path / "ev0"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "ev0" / "confusion.json").read_text())["files"] == res["files"]
+    # told otherwise, it scores another split (and says so)
+    code, out, _ = run_cli(["eval", run, "--seed", "1", "--out", tmp_path / "ev1"])
+    assert code == 0 and "seed 1" in out
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--val-fraction", "2"], ["val_fraction", "(0, 1)", "2"]),
+        (["--val-fraction", "0"], ["val_fraction", "0"]),
+        (["--image-size", "7"], ["image_size", ">= 32", "7"]),
+    ],
+)
+def test_eval_refuses_invalid_split_and_size(split_run, tmp_path, flags, words):
+    data, run = split_run
+    code, _, err = run_cli(["eval", run, "--data", data, *flags, "--out", tmp_path])
+    assert code == 2 and err.count("\n") == 1 and err.startswith("effnet eval: error:")
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "confusion.json").exists()
