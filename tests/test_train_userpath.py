@@ -186,3 +186,54 @@ def test_eval_refuses_invalid_split_and_size(split_run, tmp_path, flags, words):
     assert code == 2 and err.count("\n") == 1 and err.startswith("effnet eval: error:")
     assert all(w in err for w in words), err
     assert not (tmp_path / "confusion.json").exists()
+
+
+# -- point 7: --progress log / none / bar differ ---------------------------------------------
+
+
+def test_progress_modes_write_differently(capsys, monkeypatch):
+    from effnet.training.report import Progress
+
+    def written(mode, steps=20):
+        bar = Progress(steps, "epoch 1/3", mode)
+        for _ in range(steps):
+            bar.update(images=32, loss=1.5)
+        bar.close()
+        return capsys.readouterr().err
+
+    log = written("log").splitlines()
+    assert len(log) == 10  # every tenth of the steps
+    assert log[-1].startswith("epoch 1/3  step 20/20  loss 1.5  ")
+    assert all(re.search(r"\d+\.\d img/s  ETA \d:\d\d:\d\d$", x) for x in log), log
+    assert written("none") == ""
+    bar = written("bar")
+    assert "\r" in bar and "\n" not in bar and "[########################] 20/20" in bar
+    monkeypatch.setattr(Progress, "LOG_SECONDS", 0.0)  # a slow epoch: a line every ~10 s
+    assert len(written("log", steps=7).splitlines()) == 7
+
+
+def test_train_progress_log_and_none(tmp_path, capsys):
+    from effnet.training import train
+
+    def stderr_of(mode):
+        small = {**TINY_RUN, "max_train_samples": 64, "max_val_samples": 16, "progress": mode}
+        train(**small, out=str(tmp_path / mode))
+        return capsys.readouterr().err
+
+    log, none = stderr_of("log"), stderr_of("none")
+    steps = [x for x in log.splitlines() if x.startswith("epoch 1/1  step ")]
+    total = int(re.search(r"step \d+/(\d+)", steps[-1]).group(1))
+    assert len(steps) == total > 1 and f"step {total}/{total}" in steps[-1]
+    assert all("img/s  ETA" in x for x in steps)
+    assert "step " not in none and "\r" not in none
+    for err in (log, none):
+        assert re.search(r"^epoch 1/1  loss .* val top-1", err, re.M)
+
+
+def test_eval_progress_log(split_run, tmp_path):
+    _, run = split_run
+    argv = ["eval", run, "--batch-size", "2", "--out", tmp_path]
+    code, _, err = run_cli([*argv, "--progress", "log"])
+    assert code == 0 and "eval val  step 5/5" in err and "img/s  ETA" in err
+    code, _, err = run_cli([*argv, "--progress", "none"])
+    assert code == 0 and "step" not in err

@@ -34,6 +34,12 @@ def register(sub) -> None:
     p.add_argument("--image-size", type=int, help="default: the model's own")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", metavar="DIR", help="where confusion.json/png go")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="auto (a bar on a terminal), bar, log (lines with throughput and ETA), none",
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=main)
 
@@ -52,6 +58,7 @@ def main(args) -> int:
         seed=args.seed,
         val_fraction=args.val_fraction,
         max_samples=args.max_samples,
+        progress=args.progress,
         batch_size=args.batch_size,
         image_size=args.image_size,
         device=args.device,

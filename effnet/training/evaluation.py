@@ -12,6 +12,7 @@ from effnet.data.datasets import ImageFiles, load_data, subset
 from effnet.data.loaders import eval_loader
 from effnet.data.transforms import eval_transform
 from effnet.training.loop import evaluate
+from effnet.training.report import Progress, progress_mode
 from effnet.weights.serialize import atomic_write, load_model
 
 SPLIT_DEFAULTS = {"data": None, "val_fraction": 0.2, "seed": 0}  # without a run's config
@@ -62,6 +63,7 @@ def evaluate_checkpoint(
     val_fraction: float | None = None,
     workers: int = 0,
     max_samples: int = 0,
+    progress: str = "none",
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (model file, training checkpoint or run folder) on ``data``.
 
@@ -70,7 +72,7 @@ def evaluate_checkpoint(
     ``max_samples`` takes the seeded subset the trainer takes for ``max_val_samples``). The image
     size and crop are the model file's (the run's). The result lists the evaluated ``files``
     (None for in-memory data such as digits). With ``out``, writes ``confusion.json`` (the
-    result) and ``confusion.png`` there.
+    result) and ``confusion.png`` there. ``progress``: auto, bar, log or none (as in training).
     """
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {split!r}")
@@ -81,8 +83,10 @@ def evaluate_checkpoint(
     ds = ds_all.val if split == "val" else ds_all.train
     ds = subset(ds, max_samples, opts["seed"] + 1)
     ds.transform = eval_transform(model.pretrained_cfg, image_size)
-    dev = torch.device(device)
-    res = evaluate(model, eval_loader(ds, batch_size=batch_size, workers=workers), dev, len(names))
+    loader = eval_loader(ds, batch_size=batch_size, workers=workers)
+    bar = Progress(len(loader), f"eval {split}", progress_mode(progress))
+    res = evaluate(model, loader, torch.device(device), len(names), progress=bar)
+    bar.close()
     conf = res.pop("confusion")
     per_class = {
         n: (100.0 * float(conf[i, i]) / float(conf[i].sum()) if conf[i].sum() else None)

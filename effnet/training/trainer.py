@@ -347,9 +347,8 @@ def train_epoch(st: RunState, fwd: nn.Module, ctx: StepContext) -> None:
         skip_batches=batch0,
         workers=cfg.workers,
     )
-    bar = R.Progress(
-        len(loader), f"epoch {epoch + 1}/{cfg.epochs}", dist.is_main and _bar_enabled(cfg)
-    )
+    mode = R.progress_mode(cfg.progress) if dist.is_main else "none"
+    bar = R.Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}", mode)
     try:
         st.global_step, stopped = train_one_epoch(
             fwd,
@@ -448,10 +447,6 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
 
 def _base_lr(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / 256 if cfg.lr_per_256 else cfg.lr
-
-
-def _bar_enabled(cfg: TrainConfig) -> bool:
-    return cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
 
 
 def _write_yaml(path: Path, obj: dict) -> None:
