@@ -237,3 +237,78 @@ def test_eval_progress_log(split_run, tmp_path):
     assert code == 0 and "eval val  step 5/5" in err and "img/s  ETA" in err
     code, _, err = run_cli([*argv, "--progress", "none"])
     assert code == 0 and "step" not in err
+
+
+# -- point 10: no stub run folder after a failed start; no .lock after a run; skipped files listed
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--batch-size", "4096"], "larger than"),
+        (["--amp", "fp16", "--device", "cpu"], "fp16"),
+        (["--pretrained", "/nonexistent/weights.safetensors"], "weights.safetensors"),
+        (["--data", "/nonexistent/data"], "no such folder"),
+        (["--model", "efficientnet_bx"], "unknown model"),
+    ],
+)
+def test_failed_start_leaves_no_run_folder(tmp_path, flags, words):
+    run = tmp_path / "run"
+    argv = ["train", "--out", run, "--epochs", "1", "--max-train-samples", "64", *TINY_CLI]
+    code, _, err = run_cli([*argv, *flags])
+    assert code == 2 and words in err, err
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
+
+
+def test_failure_after_the_config_was_written_removes_the_stub(tmp_path, monkeypatch):
+    from effnet.training import train, trainer
+
+    def broken(st):
+        raise ValueError("broken after config.yaml")
+
+    monkeypatch.setattr(trainer, "step_context", broken)
+    with pytest.raises(ValueError, match="broken after"):
+        train(**TINY_RUN, max_train_samples=64, out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    # a folder that existed before the start stays, and so does whatever it held
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="broken after"):
+        train(**TINY_RUN, max_train_samples=64, out=str(tmp_path / "mine"))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_stub_with_a_checkpoint_is_kept(tmp_path):
+    from effnet.training.checkpoint import CHECKPOINT
+    from effnet.training.trainer import remove_stub
+
+    for name in (CHECKPOINT, "config.yaml", ".lock"):
+        (tmp_path / name).write_text("x")
+    remove_stub(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [CHECKPOINT, "config.yaml", ".lock"]
+    )
+    (tmp_path / CHECKPOINT).unlink()
+    remove_stub(tmp_path)
+    assert not tmp_path.exists()
+
+
+def test_finished_run_releases_its_lock_and_lists_skipped_files(tmp_path):
+    from effnet.training import train
+    from effnet.training.lock import RunLock
+
+    data = image_folder(tmp_path / "data")
+    bad = data / "b" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    train(**TINY_RUN, data=str(data), out=str(tmp_path / "run"))
+    run = tmp_path / "run"
+    assert not (run / ".lock").exists() and (run / "checkpoint_last.pt").is_file()
+    listed = (run / "skipped.txt").read_text().splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"{bad}: ")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["skipped_files"] == 1 and summary["skipped_list"] == "skipped.txt"
+    with RunLock(run):  # the lock still works after its file was removed
+        assert (run / ".lock").is_file()
+        with pytest.raises(ValueError, match="in use"):
+            RunLock(run).acquire()
+    assert not (run / ".lock").exists()

@@ -15,6 +15,7 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
 SUMMARY = "summary.json"
+SKIPPED = "skipped.txt"  # the unreadable image files a run left out, one a line
 
 
 def write_json(path: Path, obj: Any) -> None:
