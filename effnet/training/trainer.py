@@ -381,7 +381,9 @@ def train_epoch(st: RunState, fwd: nn.Module, ctx: StepContext) -> None:
         workers=cfg.workers,
     )
     mode = R.progress_mode(cfg.progress) if dist.is_main else "none"
-    bar = R.Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}", mode)
+    # log lines name the epoch alone: "epoch N/M" starts the epoch's own result line
+    label = f"epoch {epoch + 1}" + (f"/{cfg.epochs}" if mode == "bar" else "")
+    bar = R.Progress(len(loader), label, mode)
     try:
         st.global_step, stopped = train_one_epoch(
             fwd,
