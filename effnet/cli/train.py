@@ -233,19 +233,24 @@ def overrides_from(args) -> dict:
     return over
 
 
+def config_from(args) -> C.TrainConfig:
+    """The TrainConfig a new run gets from its flags: --config (default: the built-in digits
+    recipe), then the flags. ``--model NAME`` drops the recipe's options for its own model
+    (model_kwargs, image_size, crop_pct) unless flags give them too."""
+    return C.resolve_config(args.config or "digits", overrides_from(args))
+
+
 def main(args) -> int:
-    from effnet.training import resolve_config
     from effnet.training.loop import NonFiniteLoss
     from effnet.training.trainer import Interrupted, run
 
-    over = overrides_from(args)
     try:
         if args.resume:
             if args.config:
                 raise CLIError("--resume continues the run's own config; drop --config")
-            summary = run(None, resume=args.resume, resume_overrides=over)
+            summary = run(None, resume=args.resume, resume_overrides=overrides_from(args))
         else:
-            summary = run(resolve_config(args.config or "digits", over))
+            summary = run(config_from(args))
     except NonFiniteLoss as e:
         raise CLIError(str(e)) from None
     except Interrupted as e:

@@ -36,8 +36,9 @@ def train(
     return run(cfg, resume=resume)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str, **kwargs: Any) -> dict:
-    """Top-1/top-5, per-class accuracy and confusion matrix of a model file or run folder."""
+def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, **kwargs: Any) -> dict:
+    """Top-1/top-5, per-class accuracy and confusion matrix of a model file or run folder (on
+    the run's own validation split unless ``data``/``seed``/``val_fraction`` say otherwise)."""
     from effnet.training.evaluation import evaluate_checkpoint as _eval
 
     return _eval(checkpoint, data, **kwargs)

@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effnet.registry import get_variant
+
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
 AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
 AMP_MODES = ("none", "bf16", "fp16")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
 MIN_IMAGE_SIZE = 32
+# Options that describe a config file's own model: they apply only while the run trains that model
+# (`--model OTHER` gets OTHER as published unless these are given along with it).
+MODEL_BOUND = ("model_kwargs", "image_size", "crop_pct")
 
 
 @dataclass
@@ -35,7 +40,7 @@ class TrainConfig:
     model: str = "efficientnet_b0"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
     pretrained: str | None = None  # any create_model(pretrained=...) source; new head
-    image_size: int = 224
+    image_size: int = 224  # default: the model's published (training) resolution
     crop_pct: float | None = None  # eval crop fraction (default: the model's data config)
     drop_rate: float | None = None  # classifier dropout; None = the variant's default
     drop_path_rate: float = 0.2  # stochastic depth
@@ -123,12 +128,25 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def resolve_config(
     yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """Defaults, then the YAML file, then ``overrides`` (None values in overrides are ignored)."""
+    """Defaults, then the YAML file, then ``overrides`` (None values in overrides are ignored).
+
+    The file's ``MODEL_BOUND`` options (model_kwargs, image_size, crop_pct) belong to the model
+    it names: when ``overrides`` pick another model they are dropped unless ``overrides`` set them
+    too, so ``model=NAME`` trains NAME as published. An image size given nowhere is the model's
+    published training resolution.
+    """
     values: dict[str, Any] = {}
     if yaml_path is not None:
         values.update(load_yaml(yaml_path))
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "model" in values and "model" in given and not _same_model(values["model"], given["model"]):
+        for k in MODEL_BOUND:
+            if k in values and k not in given:
+                del values[k]
     values.update(given)
+    if "image_size" not in values and isinstance(values.get("model", TrainConfig.model), str):
+        variant = get_variant(values.get("model", TrainConfig.model))
+        values["image_size"] = variant.train_resolution or variant.resolution
     # `--epochs 1` on a config with a 1-epoch warmup: shorten the inherited warmup to half the
     # run instead of refusing; a warmup the user set explicitly is still validated as given.
     warmup = values.get("warmup_epochs", TrainConfig.warmup_epochs)
@@ -143,6 +161,16 @@ def resolve_config(
     ):
         values["warmup_epochs"] = epochs / 2
     return from_dict(values)
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    """Whether two model names (aliases included) name the same variant."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return a == b
+    try:
+        return get_variant(a) is get_variant(b)
+    except ValueError:
+        return a == b
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
@@ -189,8 +217,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 def _check_basics(c: TrainConfig) -> None:
     """Names, choices and sizes."""
-    from effnet.registry import get_variant
-
     get_variant(c.model)  # unknown model -> ValueError with suggestions
     _check(isinstance(c.data, str) and bool(c.data), "data", c.data, "a dataset name or folder")
     _check(_int(c.epochs) and c.epochs > 0, "epochs", c.epochs, "a positive integer")

@@ -8,35 +8,117 @@ from typing import Any
 
 import torch
 
-from effnet.data.datasets import load_data
+from effnet.data.datasets import ImageFiles, load_data, subset
 from effnet.data.loaders import eval_loader
 from effnet.data.transforms import eval_transform
 from effnet.training.loop import evaluate
+from effnet.training.report import Progress, progress_mode
 from effnet.weights.serialize import atomic_write, load_model
+
+SPLIT_DEFAULTS = {"data": None, "val_fraction": 0.2, "seed": 0}  # without a run's config
+
+
+def run_split(checkpoint: str | Path) -> dict[str, Any]:
+    """The split options (data, val_fraction, seed, max_*_samples) of the run that ``checkpoint``
+    (a run folder or a file in one) belongs to, from its config.json; {} outside a run."""
+    p = Path(checkpoint)
+    conf = (p if p.is_dir() else p.parent) / "config.json"
+    if not conf.is_file():
+        return {}
+    saved = json.loads(conf.read_text())
+    keys = ("data", "val_fraction", "seed", "max_train_samples", "max_val_samples")
+    return {k: saved[k] for k in keys if k in saved}
+
+
+def split_options(checkpoint, data, val_fraction, seed, image_size) -> dict[str, Any]:
+    """Data, val_fraction and seed for evaluating ``checkpoint``: each one not given is the
+    run's own (so the validation split is the one the run held out), else the default."""
+    run = run_split(checkpoint)
+    given = {"data": data, "val_fraction": val_fraction, "seed": seed}
+    opts = {k: v if v is not None else run.get(k, SPLIT_DEFAULTS[k]) for k, v in given.items()}
+    if opts["data"] is None:
+        raise ValueError(f"{checkpoint}: not in a run folder (no config.json); give the data")
+    vf = opts["val_fraction"]
+    if isinstance(vf, bool) or not isinstance(vf, int | float) or not 0 < vf < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {vf!r}")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
+    ):
+        raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+    opts["from_run"] = sorted(k for k, v in given.items() if v is None and k in run)
+    opts["run_max_samples"] = run.get("max_val_samples", 0)
+    return opts
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    data: str,
+    data: str | None = None,
     *,
     split: str = "val",
     batch_size: int = 64,
     image_size: int | None = None,
     out: str | Path | None = None,
     device: str = "cpu",
-    seed: int = 0,
-    val_fraction: float = 0.2,
+    seed: int | None = None,
+    val_fraction: float | None = None,
     workers: int = 0,
+    max_samples: int = 0,
+    progress: str = "none",
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (model file, training checkpoint or run folder) on ``data``.
 
-    The split is the run's own when ``data`` and ``seed`` match the training run (the seeded
-    split is reproducible). With ``out``, writes ``confusion.json`` and ``confusion.png`` there.
+    For a run (a run folder or a file in one), ``data``, ``val_fraction`` and ``seed`` default
+    to the run's own, so ``split="val"`` is exactly the validation split it held out (all of it;
+    ``max_samples`` takes the seeded subset the trainer takes for ``max_val_samples``). The image
+    size and crop are the model file's (the run's). The result lists the evaluated ``files``
+    (None for in-memory data such as digits). With ``out``, writes ``confusion.json`` (the
+    result) and ``confusion.png`` there. ``progress``: auto, bar, log or none (as in training).
     """
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {split!r}")
+    opts = split_options(checkpoint, data, val_fraction, seed, image_size)
     model = load_model(checkpoint, device=device)
-    ds_all = load_data(data, val_fraction=val_fraction, seed=seed)
+    ds_all = load_data(opts["data"], val_fraction=opts["val_fraction"], seed=opts["seed"])
+    names = _check_classes(checkpoint, model, ds_all, opts["data"])
+    ds = ds_all.val if split == "val" else ds_all.train
+    ds = subset(ds, max_samples, opts["seed"] + 1)
+    ds.transform = eval_transform(model.pretrained_cfg, image_size)
+    loader = eval_loader(ds, batch_size=batch_size, workers=workers)
+    bar = Progress(len(loader), f"eval {split}", progress_mode(progress))
+    res = evaluate(model, loader, torch.device(device), len(names), progress=bar)
+    bar.close()
+    conf = res.pop("confusion")
+    per_class = {
+        n: (100.0 * float(conf[i, i]) / float(conf[i].sum()) if conf[i].sum() else None)
+        for i, n in enumerate(names)
+    }
+    result = {
+        "checkpoint": str(checkpoint),
+        "data": opts["data"],
+        "split": split,
+        "val_fraction": opts["val_fraction"],
+        "seed": opts["seed"],
+        "split_from_run": opts["from_run"],  # the options taken from the run's config
+        "run_max_val_samples": opts["run_max_samples"],
+        "images": res["count"],
+        "top1": res["top1"],
+        "top5": res["top5"],
+        "loss": res["loss"],
+        "per_class": per_class,
+        "class_names": names,
+        "confusion": conf.tolist(),
+        "files": [f for f, _ in ds.samples] if isinstance(ds, ImageFiles) else None,
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(out / "confusion.json", lambda tmp: Path(tmp).write_text(text))
+        plot_confusion(conf, names, out / "confusion.png")
+    return result
+
+
+def _check_classes(checkpoint, model, ds_all, data) -> list[str]:
     names = list(getattr(model, "class_names", None) or ds_all.class_names)
     if len(ds_all.class_names) != model.get_classifier().out_features:
         raise ValueError(
@@ -48,34 +130,7 @@ def evaluate_checkpoint(
             f"{checkpoint}: class names differ from {data}'s (model: {names[:3]}..., "
             f"data: {ds_all.class_names[:3]}...)"
         )
-    ds = ds_all.val if split == "val" else ds_all.train
-    ds.transform = eval_transform(model.pretrained_cfg, image_size)
-    dev = torch.device(device)
-    res = evaluate(model, eval_loader(ds, batch_size=batch_size, workers=workers), dev, len(names))
-    conf = res.pop("confusion")
-    per_class = {
-        n: (100.0 * float(conf[i, i]) / float(conf[i].sum()) if conf[i].sum() else None)
-        for i, n in enumerate(names)
-    }
-    result = {
-        "checkpoint": str(checkpoint),
-        "data": data,
-        "split": split,
-        "images": res["count"],
-        "top1": res["top1"],
-        "top5": res["top5"],
-        "loss": res["loss"],
-        "per_class": per_class,
-        "class_names": names,
-        "confusion": conf.tolist(),
-    }
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(result, indent=2) + "\n"
-        atomic_write(out / "confusion.json", lambda tmp: Path(tmp).write_text(text))
-        plot_confusion(conf, names, out / "confusion.png")
-    return result
+    return names
 
 
 def plot_confusion(conf: torch.Tensor, names: list[str], path: Path) -> Path:

@@ -117,7 +117,7 @@ def train_one_epoch(
         state.loss_sum += value * n
         state.images += n
         if progress is not None:
-            progress.update(loss=value, lr=optimizer.param_groups[0]["lr"])
+            progress.update(images=n, loss=value, lr=optimizer.param_groups[0]["lr"])
         if ctx.after_step is not None:
             state.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -135,8 +135,10 @@ def evaluate(
     num_classes: int,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    progress=None,
 ) -> dict:
-    """Top-1 / top-5 / loss and the confusion matrix (rows: true class), summed over processes."""
+    """Top-1 / top-5 / loss and the confusion matrix (rows: true class), summed over processes.
+    ``progress`` (a ``report.Progress``) is updated after each batch."""
     model.eval()
     k = min(5, num_classes)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
@@ -157,6 +159,8 @@ def evaluate(
         confusion.index_put_(
             (targets, pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
         )
+        if progress is not None:
+            progress.update(images=targets.numel())
     fault_point("eval")
     D.all_sum(confusion)
     D.all_sum(sums)

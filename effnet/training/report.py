@@ -15,6 +15,7 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
 SUMMARY = "summary.json"
+SKIPPED = "skipped.txt"  # the unreadable image files a run left out, one a line
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -67,30 +68,61 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path | None:
     return out
 
 
+def progress_mode(setting: str) -> str:
+    """``auto`` -> ``bar`` on a terminal (stderr), nothing otherwise; other modes as given."""
+    if setting == "auto":
+        return "bar" if sys.stderr.isatty() else "none"
+    return setting
+
+
 class Progress:
-    """A one-line progress bar on a terminal, nothing otherwise (epoch lines are logged anyway)."""
+    """Step progress on stderr. ``bar``: a one-line bar (a terminal); ``log``: a line with the
+    throughput and ETA every tenth of the steps or every ``LOG_SECONDS`` (a log file); ``none``:
+    nothing (epoch lines are printed anyway). ``mode`` True/False mean bar/none."""
 
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self.n, self.t0, self._last = 0, time.perf_counter(), 0.0
+    LOG_SECONDS = 10.0
 
-    def update(self, **values: float) -> None:
+    def __init__(self, total: int, label: str, mode: str | bool = "bar") -> None:
+        self.mode = ("bar" if mode else "none") if isinstance(mode, bool) else mode
+        self.total, self.label, self.enabled = total, label, self.mode != "none"
+        self.n, self.images, self.t0 = 0, 0, time.perf_counter()
+        self._last = self.t0 if self.mode == "log" else 0.0  # the bar draws at once
+        self._every = max(1, -(-total // 10))
+
+    def update(self, images: int = 0, **values: float) -> None:
         self.n += 1
+        self.images += images
         if not self.enabled:
             return
         now = time.perf_counter()
+        extra = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+        if self.mode == "log":
+            if self.n % self._every and self.n < self.total and now - self._last < self.LOG_SECONDS:
+                return
+            self._last = now
+            parts = [self.label, f"step {self.n}/{self.total}", extra, self._rate(now)]
+            sys.stderr.write("  ".join(p for p in parts if p) + "\n")
+            sys.stderr.flush()
+            return
         if now - self._last < 0.2 and self.n < self.total:
             return
         self._last = now
         width = 24
         done = int(width * self.n / max(1, self.total))
-        extra = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
         sys.stderr.write(
             f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total}  {extra}"
         )
         sys.stderr.flush()
 
+    def _rate(self, now: float) -> str:
+        """Throughput so far and the time left at that pace."""
+        seconds = max(1e-9, now - self.t0)
+        per_s, unit = (self.images, "img/s") if self.images else (self.n, "it/s")
+        left = round((self.total - self.n) * seconds / self.n)
+        rate = f"{per_s / seconds:.1f} {unit}"
+        return f"{rate}  ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
     def close(self) -> None:
-        if self.enabled:
+        if self.mode == "bar":
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()

@@ -7,7 +7,7 @@ import torch
 from effnet.data.loaders import eval_loader
 from effnet.training import distributed as D
 from effnet.training.loop import evaluate
-from effnet.training.report import SUMMARY, plot_curves, write_json
+from effnet.training.report import SKIPPED, SUMMARY, plot_curves, write_json
 from effnet.weights.serialize import save_model
 
 
@@ -78,6 +78,7 @@ def summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg) ->
         "run_dir": str(run_dir),
         "model": cfg.model,
         "data": data.source,
+        "params": sum(p.numel() for p in model.parameters()),  # as built (model_kwargs applied)
         "classes": data.num_classes,
         "epochs": len(history),
         "best_top1": best["top1"],
@@ -91,6 +92,7 @@ def summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg) ->
         "images_per_s": round(sum(ips) / len(ips), 1),
         "train_images_seen": train_images,
         "skipped_files": len(data.skipped),
+        "skipped_list": SKIPPED if data.skipped else None,  # in the run folder
     }
     if dist.is_main:
         save_model(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -107,17 +108,48 @@ def run(
         max_train_samples=cfg.max_train_samples,
         max_val_samples=cfg.max_val_samples,
     )
+    batch_plan(cfg, data, dist)  # batch-size problems, too, before the run folder exists
+    B.amp_dtype(cfg, device)
     D.setup(device)
+    created = dist.is_main and not run_dir.exists()
     lock = RunLock(run_dir).acquire() if dist.is_main else None
     if lock:  # a killed run may have left a half-written temp file; the lock makes removal safe
         remove_stale_temps(run_dir)
+    failed = True
     try:
         with SignalFlag() as signals:
-            return _train(cfg, run_dir, ckpt, dist, device, signals, data)
+            summary = _train(cfg, run_dir, ckpt, dist, device, signals, data)
+        failed = False
+        return summary
     finally:
         if lock:
             lock.release()
+        if failed and created:
+            remove_stub(run_dir)
         D.teardown()
+
+
+STUB_FILES = (".lock", "config.json", "config.yaml", R.SKIPPED)
+
+
+def remove_stub(run_dir: Path) -> None:
+    """Remove a run folder that a failed start created, unless it holds a checkpoint: the files
+    a start writes first (``STUB_FILES``, temp files), then the folder if nothing else is left."""
+    if (run_dir / CHECKPOINT).exists():
+        return
+    remove_stale_temps(run_dir)
+    for name in STUB_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else is in it: keep it
+        run_dir.rmdir()
+
+
+def batch_plan(cfg: TrainConfig, data: DataSplit, dist: D.DistInfo) -> tuple[int, int]:
+    """(batch size per process, steps per epoch), or a ValueError for a batch that cannot be."""
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {dist.world} processes")
+    per_rank = cfg.batch_size // dist.world
+    return per_rank, steps_per_epoch(data.train, per_rank, dist.world)
 
 
 def _say(dist: D.DistInfo, msg: str) -> None:
@@ -189,10 +221,7 @@ def new_run_state(cfg, run_dir, ckpt, dist, device, data, signals) -> RunState:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_epoch(cfg.seed, -1, 0)  # model init is identical on every process
-    if cfg.batch_size % dist.world:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {dist.world} processes")
-    per_rank = cfg.batch_size // dist.world
-    spe = steps_per_epoch(data.train, per_rank, dist.world)
+    per_rank, spe = batch_plan(cfg, data, dist)
     model = build_model(cfg, data, device)
     st = RunState(
         cfg=cfg,
@@ -265,12 +294,18 @@ def write_run_config(st: RunState) -> None:
         st.run_dir.mkdir(parents=True, exist_ok=True)
         R.write_json(st.run_dir / "config.json", cfg.to_dict())
         _write_yaml(st.run_dir / "config.yaml", cfg.to_dict())
+        if st.data.skipped:  # unreadable files left out: which ones, not only how many
+            text = "".join(line + "\n" for line in st.data.skipped)
+            R.atomic_write(st.run_dir / R.SKIPPED, lambda tmp: Path(tmp).write_text(text))
     info = describe(st.data)
+    params = sum(p.numel() for p in st.model.parameters())
     _say(
         dist,
-        f"effnet train: {cfg.model} on {info['source']} ({info['classes']} classes, "
+        f"effnet train: {cfg.model} ({params / 1e6:.2f}M params) on {info['source']} "
+        f"({info['classes']} classes, "
         f"{info['train_images']} train / {info['val_images']} val images, "
-        f"{info['skipped_files']} unreadable skipped) -> {st.run_dir}",
+        f"{info['skipped_files']} unreadable skipped{' (skipped.txt)' if st.data.skipped else ''}) "
+        f"-> {st.run_dir}",
     )
 
 
@@ -345,9 +380,10 @@ def train_epoch(st: RunState, fwd: nn.Module, ctx: StepContext) -> None:
         skip_batches=batch0,
         workers=cfg.workers,
     )
-    bar = R.Progress(
-        len(loader), f"epoch {epoch + 1}/{cfg.epochs}", dist.is_main and _bar_enabled(cfg)
-    )
+    mode = R.progress_mode(cfg.progress) if dist.is_main else "none"
+    # log lines name the epoch alone: "epoch N/M" starts the epoch's own result line
+    label = f"epoch {epoch + 1}" + (f"/{cfg.epochs}" if mode == "bar" else "")
+    bar = R.Progress(len(loader), label, mode)
     try:
         st.global_step, stopped = train_one_epoch(
             fwd,
@@ -446,10 +482,6 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
 
 def _base_lr(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / 256 if cfg.lr_per_256 else cfg.lr
-
-
-def _bar_enabled(cfg: TrainConfig) -> bool:
-    return cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
 
 
 def _write_yaml(path: Path, obj: dict) -> None:
