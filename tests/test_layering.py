@@ -191,7 +191,7 @@ def test_layer_map_covers_the_declared_order():
     assert layer_of("effnet.deploy.export.onnx")[1] == "peers"
     assert layer_of("effnet")[1] == "api" and layer_of("effnet.api")[1] == "api"
     assert layer_of("effnet.cli.predict")[1] == "cli"
-    assert layer_of("effnet.perf.fused")[1] == "layers"  # longest prefix wins over effnet.perf
+    assert layer_of("effnet.fused")[1] == "layers" and layer_of("effnet.fast")[1] == "fast"
     ranks = [layer_of(m)[0] for m in ("effnet.model", "effnet.registry", "effnet.weights")]
     assert ranks == sorted(ranks)
 

@@ -15,8 +15,12 @@ import tokenize
 import types
 import typing
 
+import yaml
+
 from effnet.cli import CLIError
 from effnet.training import config as C
+from effnet.training.loop import NonFiniteLoss
+from effnet.training.trainer import Interrupted, run
 
 EPILOG = """examples:
   effnet train                                   # small B0 on built-in digits, ~3 min on 2 CPUs
@@ -42,8 +46,6 @@ def _kv(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    import yaml
-
     return key, yaml.safe_load(value)
 
 
@@ -97,8 +99,6 @@ CHOICES = {
 
 
 def _mapping(text: str) -> object:
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -241,8 +241,6 @@ def config_from(args) -> C.TrainConfig:
 
 
 def main(args) -> int:
-    from effnet.training.loop import NonFiniteLoss
-    from effnet.training.trainer import Interrupted, run
 
     try:
         if args.resume:

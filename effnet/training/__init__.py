@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from effnet.training.config import TrainConfig, resolve_config, validate
+from effnet.training.config import TrainConfig, from_dict, resolve_config, validate
+from effnet.training.evaluation import evaluate_checkpoint as _eval
+from effnet.training.trainer import run
 
 __all__ = ["TrainConfig", "evaluate_checkpoint", "resolve_config", "train", "validate"]
 
@@ -22,14 +24,10 @@ def train(
     or None for the built-in default (digits). Keyword ``overrides`` replace config options, e.g.
     ``train(epochs=5, out="runs/x")``; ``resume=RUN_DIR`` continues a run exactly.
     """
-    from effnet.training.trainer import run
-
     if resume is not None:
         return run(None, resume=resume, resume_overrides=overrides)
     if isinstance(config, TrainConfig):
         base = {**config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
-        from effnet.training.config import from_dict
-
         cfg = from_dict(base)
     else:
         cfg = resolve_config(config if config is not None else "digits", overrides)
@@ -39,6 +37,4 @@ def train(
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, **kwargs: Any) -> dict:
     """Top-1/top-5, per-class accuracy and confusion matrix of a model file or run folder (on
     the run's own validation split unless ``data``/``seed``/``val_fraction`` say otherwise)."""
-    from effnet.training.evaluation import evaluate_checkpoint as _eval
-
     return _eval(checkpoint, data, **kwargs)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from effnet.api import create_model
 from effnet.data.transforms import batch_mixer, eval_transform, train_transform
 from effnet.training.config import TrainConfig
 from effnet.training.schedule import V2_PROGRESSIVE, Stage, progressive_stages
 
 
 def build_model(cfg: TrainConfig, num_classes: int, class_names: list[str]) -> nn.Module:
-    from effnet.api import create_model
-
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate

@@ -7,10 +7,13 @@ and the value received, before any data is read or any model is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from effnet.registry import get_variant
 
@@ -104,8 +107,6 @@ _PAIRS = ("prog_image_size", "prog_magnitude", "prog_mixup", "prog_dropout")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         builtin = Path(__file__).resolve().parent.parent / "configs" / f"{p.stem}.yaml"
@@ -176,8 +177,6 @@ def _same_model(a: Any, b: Any) -> bool:
 def from_dict(values: dict[str, Any]) -> TrainConfig:
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
-        import difflib
-
         close = difflib.get_close_matches(unknown[0], list(FIELDS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown training option {unknown[0]!r}{hint}")

@@ -11,6 +11,7 @@ import torch
 from effnet.data.datasets import ImageFiles, load_data, subset
 from effnet.data.loaders import eval_loader
 from effnet.data.transforms import eval_transform
+from effnet.fast import accelerate
 from effnet.training.loop import evaluate
 from effnet.training.report import Progress, progress_mode
 from effnet.weights.serialize import atomic_write, load_model
@@ -77,7 +78,7 @@ def evaluate_checkpoint(
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {split!r}")
     opts = split_options(checkpoint, data, val_fraction, seed, image_size)
-    model = load_model(checkpoint, device=device)
+    model = accelerate(load_model(checkpoint, device=device))  # effnet's fast inference paths
     ds_all = load_data(opts["data"], val_fraction=opts["val_fraction"], seed=opts["seed"])
     names = _check_classes(checkpoint, model, ds_all, opts["data"])
     ds = ds_all.val if split == "val" else ds_all.train

@@ -13,6 +13,7 @@ from torch import nn
 
 from effnet.training import distributed as D
 from effnet.training.faults import fault_point
+from effnet.training.optim import set_lr
 
 
 class NonFiniteLoss(ValueError):
@@ -67,8 +68,6 @@ def train_one_epoch(
     progress=None,
 ) -> tuple[int, bool]:
     """Train over ``loader``; returns (global step after the epoch, stopped early by after_step)."""
-    from effnet.training.optim import set_lr
-
     model.train()
     t0 = time.perf_counter()
     for images, targets, skipped in loader:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from effnet.data.datasets import DataSplit, describe, load_data
@@ -485,7 +486,5 @@ def _base_lr(cfg: TrainConfig) -> float:
 
 
 def _write_yaml(path: Path, obj: dict) -> None:
-    import yaml
-
     text = yaml.safe_dump(obj, sort_keys=False)
     R.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
