@@ -27,7 +27,7 @@ import effnet
 from effnet.registry import resolve
 
 NUM_CLASSES = 10
-ACCELERATE = getattr(effnet, "accelerate", None)
+ACCELERATE = effnet.accelerate
 
 # The four big V2 families repeat their blocks 2-32 times per stage; V1, Lite and V2-B 1-4 times.
 _DEEP_V2 = ("efficientnetv2_s", "efficientnetv2_m", "efficientnetv2_l", "efficientnetv2_xl")
@@ -156,8 +156,6 @@ def _pristine(subject: Subject, overrides: tuple) -> nn.Module:
     model = subject.make(**dict(overrides))
     randomize_norm_stats(model)
     if subject.accelerated:
-        if ACCELERATE is None:
-            raise RuntimeError("effnet.accelerate not available")
         out = ACCELERATE(model)
         assert out is model, "effnet.accelerate must work in place and return the model"
     return model

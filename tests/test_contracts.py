@@ -62,7 +62,6 @@ from effnet.registry import resolve
 from effnet.scaling import plan
 
 slow = pytest.mark.slow
-needs_accelerate = pytest.mark.skipif(ACCELERATE is None, reason="effnet.accelerate not available")
 
 TINY = effnet_subjects() + [s for s in CONTROLS if s.tiny]
 NATIVE_SUBJECTS = effnet_subjects(tiny=False, names=NATIVE) + [s for s in CONTROLS if not s.tiny]
@@ -89,8 +88,6 @@ def cases(subjects: list[Subject], fast: set[str] = CHEAP) -> list:
     out = []
     for s in subjects:
         marks = [] if s.id in fast else [slow]
-        if s.accelerated:
-            marks.append(needs_accelerate)
         out.append(pytest.param(s, id=s.id, marks=marks))
     return out
 
@@ -851,7 +848,6 @@ def test_features_only_every_module_runs(subject):
 # ------------------------------------------------------------------- effnet.accelerate(model)
 
 
-@needs_accelerate
 @pytest.mark.parametrize("name", [s.name for s in ACCELERATED])
 def test_accelerated_matches_plain(name):
     """Two models from one state dict, one accelerated in place: train outputs, gradients and BN
