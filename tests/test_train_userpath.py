@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from effnet.api import create_model
 from effnet.cli import build_parser
 from effnet.cli import main as cli_main
 from effnet.cli import train as cli_train
-from effnet.registry import create_model
 from effnet.training import builders as B
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,9 +24,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from effnet.api import create_model
 from effnet.data.images import open_rgb
 from effnet.data.transforms import eval_transform
-from effnet.registry import create_model, get_variant
+from effnet.registry import get_variant
 from effnet.weights import imagenet_classes
 from effnet.weights.serialize import load_model
 

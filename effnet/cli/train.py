@@ -19,8 +19,9 @@ import yaml
 
 from effnet.cli import CLIError
 from effnet.training import config as C
+from effnet.training import trainer
 from effnet.training.loop import NonFiniteLoss
-from effnet.training.trainer import Interrupted, run
+from effnet.training.trainer import Interrupted
 
 EPILOG = """examples:
   effnet train                                   # small B0 on built-in digits, ~3 min on 2 CPUs
@@ -246,9 +247,9 @@ def main(args) -> int:
         if args.resume:
             if args.config:
                 raise CLIError("--resume continues the run's own config; drop --config")
-            summary = run(None, resume=args.resume, resume_overrides=overrides_from(args))
+            summary = trainer.run(None, resume=args.resume, resume_overrides=overrides_from(args))
         else:
-            summary = run(config_from(args))
+            summary = trainer.run(config_from(args))
     except NonFiniteLoss as e:
         raise CLIError(str(e)) from None
     except Interrupted as e:

@@ -142,7 +142,8 @@ def predict(
     was_training = model.training
     model.eval().to(dev)
     # effnet's fast inference paths, on a copy: the caller's model is left as it was.
-    net = optimize_for_inference(model) if isinstance(model, nn.Module) else model
+    plain = isinstance(model, OnnxClassifier) or not isinstance(model, nn.Module)
+    net = model if plain else optimize_for_inference(model)
     if isinstance(images, str | os.PathLike | Image.Image | np.ndarray | torch.Tensor):
         images = [images]
     results: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ from typing import Any
 
 from effnet.training.config import TrainConfig, from_dict, resolve_config, validate
 from effnet.training.evaluation import evaluate_checkpoint as _eval
-from effnet.training.trainer import run
+from effnet.training import trainer
 
 __all__ = ["TrainConfig", "evaluate_checkpoint", "resolve_config", "train", "validate"]
 
@@ -25,13 +25,13 @@ def train(
     ``train(epochs=5, out="runs/x")``; ``resume=RUN_DIR`` continues a run exactly.
     """
     if resume is not None:
-        return run(None, resume=resume, resume_overrides=overrides)
+        return trainer.run(None, resume=resume, resume_overrides=overrides)
     if isinstance(config, TrainConfig):
         base = {**config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(base)
     else:
         cfg = resolve_config(config if config is not None else "digits", overrides)
-    return run(cfg, resume=resume)
+    return trainer.run(cfg, resume=resume)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, **kwargs: Any) -> dict:
