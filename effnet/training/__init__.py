@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from effnet.training import trainer
 from effnet.training.config import TrainConfig, from_dict, resolve_config, validate
 from effnet.training.evaluation import evaluate_checkpoint as _eval
-from effnet.training import trainer
 
 __all__ = ["TrainConfig", "evaluate_checkpoint", "resolve_config", "train", "validate"]
 
