@@ -505,6 +505,12 @@ def test_double_backward(subject, mode):
     assert grads
     assert all(torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for g in grads.values())
+    if any(isinstance(m, nn.ReLU | nn.ReLU6) for m in model.modules()) and mode == "train":
+        # A piecewise-linear net's gradient penalty jumps where an activation pattern flips; in
+        # train mode batch statistics move every unit's input with each step of the difference,
+        # so a central difference straddles kinks (Lite0 read 2.7e5 vs -8.0e7). Finite and
+        # nonzero is what can be asserted there; the smooth (SiLU) models check the value.
+        return
     gen = torch.Generator().manual_seed(4)
     v = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in model.named_parameters()}
     analytic = sum(float((g * v[n]).sum()) for n, g in grads.items())
