@@ -89,6 +89,11 @@ FLAGS: dict[str, dict] = {
     "cutmix_alpha": {"flag": "--cutmix"},
     "progressive": {"help": "EfficientNetV2 progressive learning (sizes and regularisation grow)"},
     "stages": {"help": "progressive stages (default 4)"},
+    "loggers": {
+        "flag": "--logger",
+        "metavar": "NAME[,NAME]",
+        "help": "experiment tracking: csv, tensorboard, mlflow (several: tensorboard,csv)",
+    },
 }
 CHOICES = {
     "optimizer": C.OPTIMIZERS,

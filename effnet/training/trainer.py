@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import signal
 import sys
 import time
@@ -22,10 +23,12 @@ from effnet.fast import accelerate
 from effnet.training import builders as B
 from effnet.training import distributed as D
 from effnet.training import report as R
+from effnet.training.callbacks import Callback, Callbacks
 from effnet.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from effnet.training.config import TrainConfig, from_dict
 from effnet.training.faults import fault_point
 from effnet.training.lock import RunLock
+from effnet.training.loggers import make_loggers
 from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, train_one_epoch
 from effnet.training.optim import EMA, build_optimizer
 from effnet.training.results import epoch_row, format_row, summarize, update_best
@@ -36,11 +39,13 @@ from effnet.weights.serialize import remove_stale_temps
 
 log = logging.getLogger("effnet.train")
 # Options a resumed run may change; everything else comes from the run's own config.
-RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "threads", "checkpoint_every")
+RESUME_OVERRIDES = (
+    "epochs", "device", "workers", "progress", "threads", "checkpoint_every", "loggers"
+)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    data = Path(cfg.data).name or "data"
+    data = re.sub(r"[^\w.-]+", "_", Path(cfg.data).name) or "data"  # python:Name -> python_Name
     return Path("runs") / f"{cfg.model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -88,10 +93,17 @@ def prepare(cfg: TrainConfig, resume: str | Path | None) -> tuple[TrainConfig, P
 
 
 def run(
-    cfg: TrainConfig | None, resume: str | Path | None = None, resume_overrides: dict | None = None
+    cfg: TrainConfig | None,
+    resume: str | Path | None = None,
+    resume_overrides: dict | None = None,
+    *,
+    dataset=None,
+    class_names: list[str] | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
 ) -> dict:
     """Train according to ``cfg``, or continue the run in ``resume`` (its own config plus
-    ``resume_overrides``, e.g. more epochs); return the summary."""
+    ``resume_overrides``, e.g. more epochs); return the summary. ``dataset`` (a torch Dataset
+    or a (train, val) pair) replaces ``cfg.data``; ``callbacks`` watch the run (rank 0)."""
     if resume is not None:
         RunLock.check(resume if Path(resume).is_dir() else Path(resume).parent)
         cfg, ckpt = resume_config(resume, resume_overrides)
@@ -108,9 +120,13 @@ def run(
         strict=cfg.strict,
         max_train_samples=cfg.max_train_samples,
         max_val_samples=cfg.max_val_samples,
+        dataset=dataset,
+        class_names=class_names,
     )
     batch_plan(cfg, data, dist)  # batch-size problems, too, before the run folder exists
     B.amp_dtype(cfg, device)
+    # Loggers are built here, so a missing package is an error before the run folder exists.
+    hooks = Callbacks([*make_loggers(cfg.loggers), *callbacks], active=dist.is_main)
     D.setup(device)
     created = dist.is_main and not run_dir.exists()
     lock = RunLock(run_dir).acquire() if dist.is_main else None
@@ -119,10 +135,11 @@ def run(
     failed = True
     try:
         with SignalFlag() as signals:
-            summary = _train(cfg, run_dir, ckpt, dist, device, signals, data)
+            summary = _train(cfg, run_dir, ckpt, dist, device, signals, data, hooks)
         failed = False
         return summary
     finally:
+        hooks.close()
         if lock:
             lock.release()
         if failed and created:
@@ -185,6 +202,7 @@ class RunState:
     epoch_state: EpochState = field(default_factory=EpochState)
     wall0: float = 0.0  # training seconds before this process started (a resumed run)
     t_start: float = 0.0
+    callbacks: Callbacks = field(default_factory=Callbacks)
 
     def wall_time(self) -> float:
         return self.wall0 + time.perf_counter() - self.t_start
@@ -343,6 +361,7 @@ def step_context(st: RunState) -> StepContext:
         ema=st.ema,
         channels_last=cfg.channels_last,
         after_step=after_step,
+        on_step=st.callbacks.on_step if st.callbacks.items else None,
     )
 
 
@@ -414,7 +433,7 @@ def train_epoch(st: RunState, fwd: nn.Module, ctx: StepContext) -> None:
 def end_epoch(st: RunState, ctx: StepContext, stage: Stage) -> None:
     """Evaluate, record the metrics row and the best model, checkpoint at the next epoch."""
     cfg, dist, epoch = st.cfg, st.dist, st.epoch
-    row = epoch_row(
+    row, confusion = epoch_row(
         cfg,
         st.model,
         st.ema,
@@ -429,6 +448,7 @@ def end_epoch(st: RunState, ctx: StepContext, stage: Stage) -> None:
         ctx,
     )
     st.history.append(row)
+    st.callbacks.on_epoch_end(epoch + 1, row, confusion)
     update_best(row, st.best, st.model, st.ema, st.run_dir, st.data_cfg, epoch, dist.is_main)
     if dist.is_main:
         R.write_metrics(st.run_dir, st.history)
@@ -448,11 +468,13 @@ def _interrupted(st: RunState, where: str) -> Interrupted:
     )
 
 
-def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
+def _train(cfg, run_dir, ckpt, dist, device, signals, data, callbacks: Callbacks) -> dict:
     """Set up (or restore) the run, train its remaining epochs stage by stage, summarise."""
     st = new_run_state(cfg, run_dir, ckpt, dist, device, data, signals)
+    st.callbacks = callbacks
     fwd = distribute(st.model, cfg, dist, device)
     write_run_config(st)
+    callbacks.on_train_start(run_dir, cfg.to_dict(), st.model, st.global_step)
     ctx = step_context(st)
     stage_now = None
     st.t_start = time.perf_counter()
@@ -469,6 +491,7 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
     summary = summarize(
         cfg, run_dir, st.model, data, st.history, st.best, st.wall_time(), dist, st.data_cfg
     )
+    callbacks.on_train_end(summary)
     D.barrier()
     if signals.received is not None:
         # A signal after the last epoch's check (e.g. while the summary is written) still stops
