@@ -104,5 +104,5 @@ def summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg) ->
             epoch=len(history),
         )
         write_json(run_dir / SUMMARY, summary)
-        plot_curves(run_dir, history)
+        plot_curves(run_dir, history, f"{cfg.model} on {data.source} ({run_dir.name})")
     return summary
