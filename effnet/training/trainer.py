@@ -101,14 +101,7 @@ def run(
     dist = D.env_info()
     device = D.device_for(cfg.device, dist)
     # Data problems (missing folder, empty class, one class) surface before the run folder exists.
-    data = load_data(
-        cfg.data,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        strict=cfg.strict,
-        max_train_samples=cfg.max_train_samples,
-        max_val_samples=cfg.max_val_samples,
-    )
+    data = load_split(cfg)
     batch_plan(cfg, data, dist)  # batch-size problems, too, before the run folder exists
     B.amp_dtype(cfg, device)
     D.setup(device)
@@ -188,6 +181,19 @@ class RunState:
 
     def wall_time(self) -> float:
         return self.wall0 + time.perf_counter() - self.t_start
+
+
+def load_split(cfg: TrainConfig) -> DataSplit:
+    """The train/validation split ``cfg`` trains on: its data, validation fraction, seed and
+    subsets."""
+    return load_data(
+        cfg.data,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        strict=cfg.strict,
+        max_train_samples=cfg.max_train_samples,
+        max_val_samples=cfg.max_val_samples,
+    )
 
 
 def build_model(cfg: TrainConfig, data: DataSplit, device: torch.device) -> nn.Module:
