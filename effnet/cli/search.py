@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
             f"{r['image_size'] or 0:>5}{(r['macs'] or 0) / 1e6:>10.2f}{r['top1']:>9.2f}"
         )
     b = res["best"]
-    if b:
+    if b and (res.get("chance") or {}).get("learned_nothing"):
+        print("best: none (every trial at chance, see the warning above); the top row is luck")
+    elif b:
         print(
             f"best: alpha {b['alpha']:g}, beta {b['beta']:g}, gamma {b['gamma']:g} "
             f"(top-1 {b['top1']:.2f}%)"

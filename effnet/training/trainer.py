@@ -34,7 +34,7 @@ from effnet.training.optim import EMA, build_optimizer
 from effnet.training.results import epoch_row, format_row, summarize, update_best
 from effnet.training.schedule import Stage, lr_at, stage_for_epoch
 from effnet.training.signals import Interrupted, SignalFlag
-from effnet.training.syncbn import convert_sync_batchnorm
+from effnet.training.syncbn import SyncBatchNorm2d, convert_sync_batchnorm
 from effnet.weights.serialize import remove_stale_temps
 
 log = logging.getLogger("effnet.train")
@@ -113,16 +113,7 @@ def run(
     dist = D.env_info()
     device = D.device_for(cfg.device, dist)
     # Data problems (missing folder, empty class, one class) surface before the run folder exists.
-    data = load_data(
-        cfg.data,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        strict=cfg.strict,
-        max_train_samples=cfg.max_train_samples,
-        max_val_samples=cfg.max_val_samples,
-        dataset=dataset,
-        class_names=class_names,
-    )
+    data = load_split(cfg, dataset, class_names)
     batch_plan(cfg, data, dist)  # batch-size problems, too, before the run folder exists
     B.amp_dtype(cfg, device)
     # Loggers are built here, so a missing package is an error before the run folder exists.
@@ -208,6 +199,21 @@ class RunState:
         return self.wall0 + time.perf_counter() - self.t_start
 
 
+def load_split(cfg: TrainConfig, dataset=None, class_names=None) -> DataSplit:
+    """The train/validation split ``cfg`` trains on: its data (or a user's ``dataset``),
+    validation fraction, seed and subsets."""
+    return load_data(
+        cfg.data,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        strict=cfg.strict,
+        max_train_samples=cfg.max_train_samples,
+        max_val_samples=cfg.max_val_samples,
+        dataset=dataset,
+        class_names=class_names,
+    )
+
+
 def build_model(cfg: TrainConfig, data: DataSplit, device: torch.device) -> nn.Module:
     """The model to train, on ``device``, with effnet's fast paths (``effnet.accelerate``) and
     the memory options of ``cfg`` applied."""
@@ -224,15 +230,27 @@ def build_model(cfg: TrainConfig, data: DataSplit, device: torch.device) -> nn.M
 def distribute(model: nn.Module, cfg: TrainConfig, dist: D.DistInfo, device) -> nn.Module:
     """What the training loop calls: ``model`` with synchronised BatchNorm (``sync_bn``), in
     DistributedDataParallel under torchrun, compiled with ``compile``. ``model`` keeps its
-    parameters and state-dict keys (checkpoints and evaluation use it directly)."""
+    parameters and state-dict keys (checkpoints and evaluation use it directly).
+
+    DDP fixes two things about the parameters when it wraps them, so wrap (again) only once
+    they are final: which of them require a gradient (it reduces exactly those; ``_train``
+    wraps anew when the frozen backbone thaws) and their memory format (its gradient buckets
+    take each parameter's strides, and a gradient in another layout goes through a slow copy
+    with a "Grad strides do not match bucket view strides" warning on every rank).
+    ``build_model`` puts the weights in the layout the network runs in before this is called.
+    """
     net: nn.Module = model
-    if cfg.sync_bn and dist.enabled:
+    if cfg.sync_bn and dist.enabled and not _synced(net):
         net = convert_sync_batchnorm(net)
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
     return torch.compile(net) if cfg.compile else net
+
+
+def _synced(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.SyncBatchNorm | SyncBatchNorm2d) for m in model.modules())
 
 
 def new_run_state(cfg, run_dir, ckpt, dist, device, data, signals) -> RunState:
@@ -472,14 +490,17 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data, callbacks: Callbacks
     """Set up (or restore) the run, train its remaining epochs stage by stage, summarise."""
     st = new_run_state(cfg, run_dir, ckpt, dist, device, data, signals)
     st.callbacks = callbacks
-    fwd = distribute(st.model, cfg, dist, device)
     write_run_config(st)
     callbacks.on_train_start(run_dir, cfg.to_dict(), st.model, st.global_step)
     ctx = step_context(st)
-    stage_now = None
+    stage_now, fwd, frozen = None, None, None
     st.t_start = time.perf_counter()
     for epoch in range(st.start_epoch, cfg.epochs):
         st.epoch = epoch
+        if (epoch < cfg.freeze_epochs) is not frozen:  # the trainable set is DDP's to reduce
+            frozen = epoch < cfg.freeze_epochs
+            B.set_trainable(st.model, frozen, cfg.freeze_bn)
+            fwd = distribute(st.model, cfg, dist, device)
         stage = stage_for_epoch(st.stages, epoch)
         if stage != stage_now:
             if stage_now is not None:
