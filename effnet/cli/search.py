@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from effnet.cli import CLIError
+from effnet.env import require
 from effnet.lab.search import search
 from effnet.training.trainer import Interrupted
 
@@ -18,7 +22,44 @@ def experiment_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+STORAGE_EXAMPLE = "e.g. sqlite:///runs/search/search.db or postgresql://user@host/db"
+
+
+def check_storage(url: str) -> None:
+    """A one-line CLIError for a --storage URL that cannot work: not a URL, an unknown database
+    kind or a driver that is not installed, a sqlite file in a missing or read-only folder."""
+    engine, exc = require("sqlalchemy.engine"), require("sqlalchemy.exc")
+    try:
+        parsed = engine.make_url(url)
+    except exc.ArgumentError:
+        raise CLIError(f"--storage {url}: not a database URL ({STORAGE_EXAMPLE})") from None
+    try:
+        dialect = parsed.get_dialect()
+        dialect.import_dbapi()  # the driver module (psycopg, pymysql, ...)
+    except exc.NoSuchModuleError:
+        raise CLIError(
+            f"--storage {url}: unknown database kind {parsed.drivername!r} ({STORAGE_EXAMPLE})"
+        ) from None
+    except ImportError as e:
+        raise CLIError(
+            f"--storage {url}: the {parsed.drivername} driver is not installed ({e})"
+        ) from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    if path.is_dir():
+        raise CLIError(f"--storage {url}: {path} is a folder, not a database file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CLIError(f"--storage {url}: no such folder {folder} for the sqlite file")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise CLIError(f"--storage {url}: {path if path.exists() else folder} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
+    require("optuna")  # before anything is written
+    if args.storage is not None:
+        check_storage(args.storage)
     try:
         res = search(
             args.data,
@@ -35,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             **experiment_kwargs(args),
         )
+    except require("sqlalchemy.exc").SQLAlchemyError as e:  # e.g. a database that refuses
+        where = args.storage or f"sqlite:///{args.out}/search.db"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"--storage {where}: {first}") from None
     except (Interrupted, KeyboardInterrupt) as e:
         signal_name = str(e).split(" ")[0] if str(e) else "interrupt"
         print(

@@ -85,3 +85,9 @@ def parse_device(device: object, *, auto: bool = False, label: str = "device") -
     hint = f"; did you mean {guess}?" if guess else ""
     choices = ", ".join(kinds[:-1]) + f", cuda:N or {kinds[-1]}"
     raise ValueError(f"{label} {device}: unknown device (use {choices}){hint}")
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
+    require("matplotlib").use("Agg")
+    return require("matplotlib.pyplot")

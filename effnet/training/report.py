@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effnet.env import pyplot
 from effnet.weights.serialize import atomic_write
 
 METRICS_JSONL = "metrics.jsonl"
@@ -43,10 +44,7 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
 def plot_curves(run_dir: Path, history: list[dict]) -> Path | None:
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
