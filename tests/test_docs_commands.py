@@ -98,7 +98,7 @@ def test_synopsis_flags_and_choices_exist(cmd):
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = SUBPARSERS[argv[0]]
     try:
-        return parser.parse_intermixed_args(argv[1:])
+        return parser.parse_args(argv[1:])  # effnet's command parsers take options anywhere
     except SystemExit as e:  # argparse printed the reason; name the command in the failure
         raise AssertionError(f"`effnet {' '.join(argv)}` does not parse") from e
 

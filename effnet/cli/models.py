@@ -9,13 +9,6 @@ from effnet.analysis.info import model_info
 from effnet.registry import list_models
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the registered models with params and MACs")
-    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*lite*'")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from effnet.env import require
 from effnet.lab.experiment import (
     Base,
     base_config,
@@ -96,7 +97,7 @@ def requeue_dead_trials(study, keys: list[str]) -> int:
     A trial that never recorded its owner (killed within its first moments) counts as dead
     after a minute. Trials of other hosts are left alone: only their host can tell.
     """
-    from optuna.trial import TrialState
+    TrialState = require("optuna.trial").TrialState
 
     host, n = socket.gethostname(), 0
     now = datetime.datetime.now()
@@ -124,7 +125,7 @@ def study_name(base: Base) -> str:
 
 
 def open_study(storage: str, points: list[tuple[float, float, float]], name: str):
-    import optuna
+    optuna = require("optuna")
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # errors reach the caller
     sampler = optuna.samplers.GridSampler({PARAM: [key(p) for p in points]}, seed=0)
@@ -147,8 +148,8 @@ def run_worker(
     on_trial=None,
 ) -> None:
     """Run trials until every grid point has a finished trial (this process's share)."""
-    import optuna
-    from optuna.trial import TrialState
+    optuna = require("optuna")
+    TrialState = require("optuna.trial").TrialState
 
     study = open_study(storage, points, study_name(base))
     by_key = {key(p): p for p in points}
@@ -215,7 +216,7 @@ def results(
     storage: str, points: list[tuple[float, float, float]], target: float, name: str
 ) -> dict:
     """The ranking (best top-1 first; fewer MACs breaks ties) from the study's finished trials."""
-    from optuna.trial import TrialState
+    TrialState = require("optuna.trial").TrialState
 
     study = open_study(storage, points, name)
     want = {key(p): p for p in points}

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effnet.env import pyplot
 from effnet.weights.serialize import atomic_write
 
 METRICS_JSONL = "metrics.jsonl"
@@ -58,10 +59,7 @@ def curves_figure(history: list[dict], title: str = ""):
     A loss spike (some value above ``SPIKE`` x the run's median loss) would flatten a linear axis,
     so the loss panel then uses a log scale and says so.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [r["epoch"] for r in history]
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4))
@@ -96,8 +94,7 @@ def plot_curves(run_dir: Path, history: list[dict], title: str = "") -> Path | N
     """``curves.png`` in ``run_dir`` (see ``curves_figure``); None without history."""
     if not history:
         return None
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig = curves_figure(history, title)
     out = run_dir / CURVES_PNG
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
@@ -126,15 +123,17 @@ class Progress:
         self._last = self.t0 if self.mode == "log" else 0.0  # the bar draws at once
         self._every = max(1, -(-total // 10))
 
-    def update(self, images: int = 0, **values: float) -> None:
-        self.n += 1
+    def update(self, images: int = 0, steps: int = 1, **values: float) -> None:
+        """Count ``steps`` more steps (``images`` more images) and redraw where it is time."""
+        crossed = (self.n + steps) // self._every > self.n // self._every  # a tenth is done
+        self.n += steps
         self.images += images
         if not self.enabled:
             return
         now = time.perf_counter()
         extra = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
         if self.mode == "log":
-            if self.n % self._every and self.n < self.total and now - self._last < self.LOG_SECONDS:
+            if not crossed and self.n < self.total and now - self._last < self.LOG_SECONDS:
                 return
             self._last = now
             parts = [self.label, f"step {self.n}/{self.total}", extra, self._rate(now)]
