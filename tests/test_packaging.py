@@ -4,9 +4,9 @@ pin exact versions in constraints.txt, and CI runs the README's own test command
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
