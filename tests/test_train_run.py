@@ -105,12 +105,12 @@ def test_default_run_smoke(tmp_path):
     from effnet.cli import main as cli_main
 
     assert cli_main(["eval", str(run), "--data", "digits", "--out", str(tmp_path / "ev")]) == 0
-    res = json.loads((tmp_path / "ev" / "confusion.json").read_text())
+    res = json.loads(next((tmp_path / "ev").glob("confusion-*.json")).read_text())
     assert res["images"] == 359 and len(res["per_class"]) == 10
     assert sum(map(sum, res["confusion"])) == 359
     diag = sum(res["confusion"][i][i] for i in range(10))
     assert res["top1"] == pytest.approx(100 * diag / 359)
-    assert (tmp_path / "ev" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert Path(res["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="classes"):
         effnet.training.evaluate_checkpoint(run, str(make_two_class_folder(tmp_path)))
     # a second run into the same folder is refused (continue it with --resume instead)

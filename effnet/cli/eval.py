@@ -13,7 +13,7 @@ from effnet.training.evaluation import run_split
 def main(args) -> int:
     check_device(args.device, label="--device")
     src = Path(args.checkpoint)
-    out = args.out or (src if src.is_dir() else src.parent)
+    out = args.out or (src if src.is_dir() else src.parent if src.exists() else Path("."))
     outside_run = not run_split(args.checkpoint)
     res = evaluate_checkpoint(
         args.checkpoint,
@@ -26,6 +26,8 @@ def main(args) -> int:
         batch_size=args.batch_size,
         image_size=args.image_size,
         device=args.device,
+        workers=args.workers,
+        pretrained=args.pretrained,
         out=out,
     )
     if args.json:
@@ -37,7 +39,7 @@ def main(args) -> int:
     for name, acc in res["per_class"].items():
         shown = "   n/a" if acc is None else f"{acc:6.2f}%"
         print(f"  {name:<{width}}  {shown}")
-    print(f"confusion matrix: {Path(out) / 'confusion.png'} and confusion.json")
+    print(f"confusion matrix: {res['confusion_png']} and {Path(res['confusion_json']).name}")
     return 0
 
 
@@ -48,4 +50,4 @@ def used(res: dict) -> str:
     where = f"{res['data']} ({whose}: val_fraction {res['val_fraction']}, seed {res['seed']})"
     if res["files"] is None:
         return f"{where}, in memory"
-    return f"{where}, files listed in confusion.json"
+    return f"{where}, files listed in {Path(res['confusion_json']).name}"

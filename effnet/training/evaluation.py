@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from effnet.api import resolve_model
 from effnet.data.datasets import ImageFiles, load_data, subset
 from effnet.data.loaders import eval_loader
 from effnet.data.transforms import eval_transform
@@ -15,8 +19,10 @@ from effnet.env import pyplot
 from effnet.fast import accelerate
 from effnet.training.loop import evaluate
 from effnet.training.report import Progress, progress_mode
-from effnet.weights.serialize import atomic_write, load_model
+from effnet.weights.serialize import atomic_write
 
+log = logging.getLogger("effnet.eval")
+SYNSET = re.compile(r"n\d{8}")  # an ImageNet class folder name (WordNet id)
 SPLIT_DEFAULTS = {"data": None, "val_fraction": 0.2, "seed": 0}  # without a run's config
 
 
@@ -66,20 +72,33 @@ def evaluate_checkpoint(
     workers: int = 0,
     max_samples: int = 0,
     progress: str = "none",
+    pretrained: Any = None,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` (model file, training checkpoint or run folder) on ``data``.
+    """Evaluate ``checkpoint`` (model file, training checkpoint, run folder, or a model name with
+    ``pretrained`` weights, as timm's validate.py does) on ``data``.
 
     For a run (a run folder or a file in one), ``data``, ``val_fraction`` and ``seed`` default
     to the run's own, so ``split="val"`` is exactly the validation split it held out (all of it;
     ``max_samples`` takes the seeded subset the trainer takes for ``max_val_samples``). The image
     size and crop are the model file's (the run's). The result lists the evaluated ``files``
-    (None for in-memory data such as digits). With ``out``, writes ``confusion.json`` (the
-    result) and ``confusion.png`` there. ``progress``: auto, bar, log or none (as in training).
+    (None for in-memory data such as digits). With ``out``, writes a new
+    ``confusion-DATE-TIME.json`` (the result) and ``.png`` there for each evaluation (never
+    overwriting an earlier one; the result names them). ``progress``: auto, bar, log or none.
+
+    A named model's classes must be the data's: the same class names, or (for 1000-class
+    ImageNet weights) a folder of 1000 WordNet-id class folders, whose sorted order is the
+    ImageNet class index order (as timm and torchvision assume).
     """
     if split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {split!r}")
     opts = split_options(checkpoint, data, val_fraction, seed, image_size)
-    model = accelerate(load_model(checkpoint, device=device))  # effnet's fast inference paths
+    if pretrained is None and isinstance(checkpoint, str) and not Path(checkpoint).exists():
+        raise ValueError(
+            f"{checkpoint}: a model name needs weights to evaluate (random weights score chance); "
+            "give pretrained= / --pretrained SOURCE (pip, timm, torchvision or a file)"
+        )
+    model = resolve_model(checkpoint, pretrained=pretrained).to(device).eval()
+    accelerate(model)  # effnet's fast inference paths
     ds_all = load_data(opts["data"], val_fraction=opts["val_fraction"], seed=opts["seed"])
     names = _check_classes(checkpoint, model, ds_all, opts["data"])
     ds = ds_all.val if split == "val" else ds_all.train
@@ -112,16 +131,33 @@ def evaluate_checkpoint(
         "files": [f for f, _ in ds.samples] if isinstance(ds, ImageFiles) else None,
     }
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        json_path, png_path = fresh_paths(Path(out), "confusion")
+        result.update(confusion_json=str(json_path), confusion_png=str(png_path))
         text = json.dumps(result, indent=2) + "\n"
-        atomic_write(out / "confusion.json", lambda tmp: Path(tmp).write_text(text))
-        plot_confusion(conf, names, out / "confusion.png")
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+        plot_confusion(conf, names, png_path)
     return result
+
+
+def fresh_paths(out: Path, stem: str) -> tuple[Path, Path]:
+    """``out/STEM-DATE-TIME.json`` and ``.png`` that do not exist yet (``-2``, ``-3``... when
+    two evaluations end in the same second)."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    n, name = 1, base
+    while (out / f"{name}.json").exists() or (out / f"{name}.png").exists():
+        n += 1
+        name = f"{base}-{n}"
+    return out / f"{name}.json", out / f"{name}.png"
 
 
 def _check_classes(checkpoint, model, ds_all, data) -> list[str]:
     names = list(getattr(model, "class_names", None) or ds_all.class_names)
+    folders = ds_all.class_names
+    imagenet = len(names) == 1000 == len(folders) and names != folders
+    if imagenet and all(SYNSET.fullmatch(f) for f in folders) and folders == sorted(folders):
+        log.info("%s: 1000 WordNet-id class folders in sorted (ImageNet index) order", data)
+        return names
     if len(ds_all.class_names) != model.get_classifier().out_features:
         raise ValueError(
             f"{checkpoint}: the model has {model.get_classifier().out_features} classes, "

@@ -8,14 +8,21 @@ from effnet.cli.parsers import add_progress, device_check, exists_check
 def register(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate a model file or run folder (top-1/top-5, per class, confusion matrix)",
-        description="Evaluate CHECKPOINT (a .safetensors model file, checkpoint_last.pt, or a run "
-        "folder). For a run, --data, --val-fraction and --seed default to the run's own, so the "
-        "validation split is exactly the one the run held out. Writes confusion.json (with the "
-        "list of evaluated files) and confusion.png to --out (default: the run folder or the "
-        "model file's folder).",
+        help="evaluate a run, a model file or a named model (top-1/top-5, per class, confusion)",
+        description="Evaluate MODEL: a run folder, a .safetensors model file, checkpoint_last.pt, "
+        "or a model name with --pretrained SOURCE (as timm's validate.py). For a run, --data, "
+        "--val-fraction and --seed default to the run's own, so the validation split is exactly "
+        "the one the run held out. Each evaluation writes a new confusion-DATE-TIME.json (with "
+        "the list of evaluated files) and .png to --out (default: the run folder, the model "
+        "file's folder, or the current folder for a name).",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN")
+    p.add_argument("checkpoint", metavar="MODEL_OR_RUN")
+    p.add_argument(
+        "--pretrained",
+        metavar="SOURCE",
+        help="weights for a model name: pip, timm, torchvision or a file",
+    )
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     p.add_argument("--data", help="dataset (default: the run's; digits outside a run)")
     p.add_argument("--split", choices=("val", "train"), default="val")
     p.add_argument("--seed", type=int, help="seed of the train/val split (default: the run's, 0)")
@@ -35,4 +42,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="where confusion.json/png go")
     add_progress(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.set_defaults(func="effnet.cli.eval:main", checks=(exists_check("checkpoint"), device_check()))
+    p.set_defaults(
+        func="effnet.cli.eval:main",
+        checks=(exists_check("checkpoint", only_files=True), device_check()),
+    )
