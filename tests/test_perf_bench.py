@@ -158,8 +158,11 @@ def test_run_benchmark_all_candidates_and_report():
         "effnet lean / torchvision",
     }
     assert res["machine"]["torch_threads"] == 1
-    text = format_report(res)
+    text = format_report(res, verbose=True)
     assert "effnet optimized / torchvision" in text and "training peak mem" in text
+    short = format_report(res)
+    assert "effnet optimized / torchvision" not in short and "vs torchvision" in short
+    assert max(len(line) for line in short.splitlines()) <= 100
 
 
 def test_recipes_replace_stored_activations_in_training(monkeypatch):

@@ -714,46 +714,93 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def format_report(res: dict[str, Any]) -> str:
-    """A plain-text table: one row per candidate, median [min-max] per metric, then the ratios."""
+WIDTH = 100  # the text report fits this many columns
+NOISY = 0.25  # a candidate whose min-max spread exceeds 25% of its median marks a noisy machine
+SHORT = {"latency_ms": "b1 latency", "infer_img_s": "inference", "infer_peak_mib": "infer mem",
+         "train_img_s": "training", "train_peak_mib": "train mem"}
+TINY = {"latency_ms": "lat", "infer_img_s": "infer", "infer_peak_mib": "infer-mem",
+        "train_img_s": "train", "train_peak_mib": "train-mem"}
+
+
+def format_report(res: dict[str, Any], verbose: bool = False) -> str:
+    """A plain-text report that fits ``WIDTH`` columns: one row per candidate (median [min-max]
+    per metric), then one line of ratios per peer (effnet's default candidate against it; ONNX
+    Runtime peers against effnet's own ONNX Runtime export), and a warning where the spread says
+    the machine was noisy. ``verbose`` adds every candidate pair with its per-repetition ratios."""
     m = res["machine"]
+    load = f", load {m['load_avg_1m']}" if "load_avg_1m" in m else ""
     lines = [
         f"{res['model']} at {res['image_size']}px, batch {res['batch_size']}, "
-        f"{res['threads']} threads, {res['reps']} interleaved repetitions, {res['device']}",
-        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}"
-        + (f", load {m['load_avg_1m']}" if "load_avg_1m" in m else ""),
+        f"{res['threads']} threads, {res['reps']} interleaved reps, {res['device']}",
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}{load}",
         "",
     ]
     metrics = [k for k in METRICS if any(row.get(k) for row in res["results"].values())]
-    width = max(len(n) for n in res["results"]) + 2
-    header = f"{'candidate':<{width}}" + "".join(
-        f"{METRICS[k][0] + ' (' + METRICS[k][1] + ')':>30}" for k in metrics
+    name_w = min(34, max(len(n) for n in res["results"]) + 1)
+    cell_w = max(14, (WIDTH - name_w) // max(1, len(metrics)))
+    lines.append(
+        "candidate".ljust(name_w)
+        + "".join(f"{SHORT[k] + ' (' + METRICS[k][1] + ')'}".rjust(cell_w) for k in metrics)
     )
-    lines.append(header)
     for name, row in res["results"].items():
-        cells = []
-        for k in metrics:
-            s = row.get(k)
-            cells.append(
-                f"{s['median']:>10.1f} [{s['min']:.1f}-{s['max']:.1f}]".rjust(30)
-                if s
-                else " " * 29 + "-"
-            )
-        lines.append(f"{name:<{width}}" + "".join(cells))
-    if res["ratios"]:
-        lines += [
-            "",
-            "ratios of medians (speed: > 1 means effnet faster; memory: effnet / peer), then the "
-            "per-repetition ratios' median [min-max]:",
-        ]
+        cells = [_cell(row.get(k), cell_w) for k in metrics]
+        lines.append(name[: name_w - 1].ljust(name_w) + "".join(cells))
+    lines += _ratio_lines(res, verbose)
+    lines += _noise_lines(res, metrics)
+    lines += [f"skipped: {note}" for note in res["skipped"]]
+    return "\n".join(lines)
+
+
+def _cell(s: dict | None, width: int) -> str:
+    if not s:
+        return "-".rjust(width)
+    text = f"{s['median']:.1f} [{s['min']:.1f}-{s['max']:.1f}]"
+    return (text if len(text) < width else f"{s['median']:.1f}").rjust(width)
+
+
+def _ratio_lines(res: dict[str, Any], verbose: bool) -> list[str]:
+    if not res["ratios"]:
+        return []
+    out = [
+        "",
+        "effnet against each peer (speed > 1: effnet faster; mem: effnet / peer, < 1: less);",
+        "effnet's default eager model, and its own ONNX Runtime export against ONNX Runtime peers:",
+    ]
+    for peer in [n for n in res["results"] if not n.startswith("effnet")]:
+        ours = "effnet onnxruntime" if peer.startswith("onnxruntime") else "effnet"
+        pair = f"{ours} / {peer}"
+        parts = [f"{TINY[k]} {v[pair]:.2f}x" for k, v in res["ratios"].items() if pair in v]
+        if parts:
+            out.append(f"  vs {peer[:34]:<34} " + "  ".join(parts))
+    if verbose:
+        out += ["", "every pair: ratio of medians, then the per-repetition ratios' median [range]"]
         paired = res.get("paired_ratios", {})
         for k, pairs in res["ratios"].items():
+            out.append(f"  {METRICS[k][0]}:")
             for pair, r in pairs.items():
                 p = paired.get(k, {}).get(pair)
-                extra = (
-                    f"   per rep {p['median']:.2f}x [{p['min']:.2f}-{p['max']:.2f}]" if p else ""
-                )
-                lines.append(f"  {METRICS[k][0]:<20} {pair:<45} {r:.2f}x{extra}")
-    for note in res["skipped"]:
-        lines.append(f"skipped: {note}")
-    return "\n".join(lines)
+                extra = f"  per rep {p['median']:.2f}x [{p['min']:.2f}-{p['max']:.2f}]" if p else ""
+                out.append(f"    {pair[:54]:<54} {r:.2f}x{extra}")
+    return out
+
+
+def _noise_lines(res: dict[str, Any], metrics: list[str]) -> list[str]:
+    """One warning naming the widest spread, when some timed metric varied more than NOISY."""
+    worst = None
+    for name, row in res["results"].items():
+        for k in metrics:
+            s = row.get(k)
+            if s and s["median"] > 0 and not k.endswith("_mib"):
+                spread = (s["max"] - s["min"]) / s["median"]
+                if spread > NOISY and (worst is None or spread > worst[0]):
+                    worst = (spread, name, k)
+    if worst is None:
+        return []
+    spread, name, k = worst
+    return [
+        "",
+        f"warning: noisy machine: {name} {SHORT[k]} varied by {100 * spread:.0f}% of its median "
+        "across reps;",
+        "  the ratios may be off. Rerun on a quiet machine (nothing else running) or with more "
+        "--reps.",
+    ]

@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         log=log,
     )
-    print(json.dumps(res, indent=2) if args.json else format_report(res))
+    print(json.dumps(res, indent=2) if args.json else format_report(res, verbose=args.verbose))
     return 0

@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="intra-op threads for torch and ONNX Runtime (default: torch's)",
     )
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every candidate pair's ratios with their per-repetition spread",
+    )
+    p.add_argument(
         "--against",
         default="",
         metavar="PEERS",
