@@ -105,3 +105,15 @@ def test_sweep_at_chance_warns(tmp_path, monkeypatch, scores, warns):
         assert "15.00%" in res["warning"] and all(a in res["warning"] for a in ADVICE)
     else:
         assert res["warning"] is None and not any("learned nothing" in m for m in logged)
+
+
+def test_search_and_sweep_take_batch_size_and_lr():
+    """The trainer's 'lower --batch-size' advice must name a flag that search and sweep have."""
+    from effnet.cli import build_parser
+    from effnet.cli.search import experiment_kwargs
+
+    for cmd in ("search", "sweep"):
+        extra = ["--dimension", "width", "--values", "1,2"] if cmd == "sweep" else []
+        args = build_parser().parse_args([cmd, *extra, "--batch-size", "16", "--lr", "0.01"])
+        kw = experiment_kwargs(args)
+        assert (kw["batch_size"], kw["lr"]) == (16, 0.01)

@@ -18,6 +18,8 @@ def experiment_kwargs(args: argparse.Namespace) -> dict:
         "model": args.model,
         "image_size": args.image_size,
         "max_train_samples": args.max_train_samples,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
         "threads": args.threads,
     }
 

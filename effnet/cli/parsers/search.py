@@ -49,4 +49,6 @@ def add_experiment_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--budget", type=float, default=3, help="epochs per model (default 3)")
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument("--max-train-samples", type=int, help="subset of the training data")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the config's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     p.add_argument("--threads", type=int, help="torch threads per process")
