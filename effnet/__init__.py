@@ -1,7 +1,7 @@
 """effnet: the EfficientNet family (V1, Lite, V2) and the compound-scaling method, on PyTorch."""
 
-from effnet.api import create_model, load_model, save_model
-from effnet.registry import data_config, list_models
+from effnet.api import create_model, list_models, load_model, save_model
+from effnet.registry import data_config
 from effnet.scaling import compound_coefficients, plan, round_channels, round_repeats
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ import os
 import sys
 
 from effnet import __version__
+from effnet.cli.weights_flags import one_line_warnings
 
 # Sub-command modules, in the order `effnet --help` lists them. A module not present yet is
 # skipped (commands land one by one); a module that is present but broken still raises.
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = args.debug or bool(os.environ.get("EFFNET_DEBUG"))
     try:
-        return int(args.func(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130

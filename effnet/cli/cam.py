@@ -7,6 +7,7 @@ from pathlib import Path
 
 from effnet.analysis.cam import cam_grid
 from effnet.cli import CLIError
+from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 from effnet.data.images import is_image_file
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -39,9 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="class index or name (default: each model's top class)")
     p.add_argument(
         "--pretrained",
-        help="weights for model *names*: pip (default for Lite0-2), timm, torchvision, a file, "
-        "or none (random)",
+        help="weights for model *names*: pip, timm, torchvision, a file or none; "
+        + PRETRAINED_DEFAULT,
     )
+    add_weights_source(p)
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     p.set_defaults(func=run)
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         target=args.target,
         pretrained=args.pretrained,
+        weights_source=args.weights_source,
         alpha=args.alpha,
         out_dir=out,
     )

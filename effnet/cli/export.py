@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from pathlib import Path
 
+from effnet.api import choose_pretrained
+from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 from effnet.deploy.export import DEFAULT_OPSET, FORMATS, TOLERANCE, export
 
 
@@ -38,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pretrained",
         metavar="SRC",
         default=None,
-        help="weights for a model name: pip, timm, torchvision or a weight file",
+        help="weights for a model name: pip, timm, torchvision, a weight file or none; "
+        + PRETRAINED_DEFAULT,
     )
+    add_weights_source(p)
     p.add_argument(
         "--image-size",
         type=int,
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         opset=args.opset,
         verify=args.verify,
-        pretrained=args.pretrained,
+        pretrained=choose_pretrained(args.model, args.pretrained, what="an export"),
+        weights_source=args.weights_source,
         dynamic_size=args.dynamic_size,
     )
     size = result.path.stat().st_size / 1e6
@@ -91,6 +95,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"verified with {runtime}: max abs diff vs PyTorch {checked} (< {TOLERANCE:g})")
     else:
         print("not verified (--no-verify)")
-    if args.pretrained is None and not Path(args.model).exists():
-        print(f"note: {args.model} was exported with random weights (no --pretrained)")
     return 0

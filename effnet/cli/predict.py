@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 import textwrap
-from pathlib import Path
 
+from effnet.api import choose_pretrained
 from effnet.cli import CLIError
+from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 from effnet.deploy.inference import predict
 
 
@@ -42,8 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pretrained",
         metavar="SRC",
         default=None,
-        help="weights for a model name: pip (real Lite0-2), timm, torchvision or a file",
+        help="weights for a model name: pip (real Lite0-2), timm, torchvision, a file or none; "
+        + PRETRAINED_DEFAULT,
     )
+    add_weights_source(p)
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run)
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         topk=args.topk,
         device=args.device,
         batch_size=args.batch_size,
-        pretrained=args.pretrained,
+        pretrained=choose_pretrained(args.model, args.pretrained, what="predictions"),
+        weights_source=args.weights_source,
         on_error="skip",
     )
     done = [r for r in results if "top" in r]
@@ -85,10 +89,4 @@ def run(args: argparse.Namespace) -> int:
             print(r["image"])
             for t in r["top"]:
                 print(f"  {t['prob'] * 100:6.2f}%  {t['label']} ({t['index']})")
-    if args.pretrained is None and not Path(args.model).exists():
-        print(
-            f"effnet predict: warning: {args.model} has random weights; "
-            "pass --pretrained SRC or a trained model file",
-            file=sys.stderr,
-        )
     return 0

@@ -96,6 +96,7 @@ CHOICES = {
     "augment": C.AUGMENTS,
     "amp": C.AMP_MODES,
     "progress": C.PROGRESS_MODES,
+    "weights_source": C.WEIGHTS_SOURCES,
 }
 
 

