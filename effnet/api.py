@@ -37,6 +37,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_model",
+    "random_weights_note",
     "resolve_model",
     "save_model",
 ]
@@ -186,7 +187,9 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or bool(os.altsep and os.altsep in text) or bool(Path(text).suffix)
 
 
-def choose_pretrained(model: Any, pretrained: Any = None, *, what: str = "its output") -> Any:
+def choose_pretrained(
+    model: Any, pretrained: Any = None, *, what: str = "its output", required: bool = True
+) -> Any:
     """The one rule for the weights a command gives MODEL (``effnet predict``, ``cam``, ``export``).
 
     A model, file or run folder keeps its own weights (``pretrained`` passes through, so a
@@ -194,9 +197,10 @@ def choose_pretrained(model: Any, pretrained: Any = None, *, what: str = "its ou
     CLI's word) means random weights on purpose (returns ``False``); any other ``pretrained`` is a
     source or file, returned as is. Without one, the model's default weights are used when they
     are on this machine (``default_weights(name, local_only=True)``: an installed Lite0-2 pip
-    package or an earlier download); otherwise this raises a one-line ``ValueError`` that says
-    how to get them, because random weights would make ``what`` meaningless. Nothing is
-    downloaded unless asked for.
+    package or an earlier download); nothing is downloaded unless asked for. Otherwise, when
+    random weights would make ``what`` meaningless (``required``: predictions, CAMs), this raises
+    a one-line ``ValueError`` saying how to get weights; else it returns ``False`` and the caller
+    says so with ``random_weights_note`` before its report.
     """
     if isinstance(model, nn.Module) or not isinstance(model, str | os.PathLike):
         return pretrained
@@ -206,13 +210,19 @@ def choose_pretrained(model: Any, pretrained: Any = None, *, what: str = "its ou
     if pretrained is not None:
         return False if pretrained in ("none", False) else pretrained
     default = default_weights(text, local_only=True)  # unknown names fail here, with suggestions
-    if default is None:
-        raise ValueError(
-            f"{text}: no default weights on this machine, and random weights make {what} "
-            f"meaningless; pass --pretrained {how_to_get(text)}, a weight file, "
-            "or none (random weights on purpose)"
-        )
-    return default.source
+    if default is not None:
+        return default.source
+    if required:
+        raise ValueError(random_weights_note(text, f"random weights make {what} meaningless"))
+    return False
+
+
+def random_weights_note(name: str, consequence: str) -> str:
+    """One line: ``name`` has no default weights here, ``consequence``, and how to get some."""
+    return (
+        f"{name}: no default weights on this machine, and {consequence}; pass --pretrained "
+        f"{how_to_get(name)}, a weight file, or none (random weights on purpose)"
+    )
 
 
 def refuse_programs(path: Path) -> None:

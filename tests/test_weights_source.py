@@ -283,22 +283,34 @@ def test_predict_defaults_to_the_installed_weights(tmp_path, capsys):
     "argv",
     [
         ["predict", "efficientnet_b0", "IMAGE"],
-        ["export", "efficientnet_b0", "-f", "safetensors", "-o", "OUT"],
         ["cam", "efficientnet_b0", "IMAGE", "--out", "OUT"],
     ],
 )
-def test_commands_refuse_random_weights_before_any_output(tmp_path, capsys, argv):
+def test_prediction_commands_refuse_random_weights_before_any_output(tmp_path, capsys, argv):
     image = _image(tmp_path)
     argv = [
-        str(image) if a == "IMAGE" else str(tmp_path / "out.safetensors") if a == "OUT" else a
-        for a in argv
+        str(image) if a == "IMAGE" else str(tmp_path / "out") if a == "OUT" else a for a in argv
     ]
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1
     assert err.startswith(f"effnet {argv[0]}: error: efficientnet_b0: no default weights")
+    assert "random weights make" in err
     assert "--pretrained timm (downloads tf_efficientnet_b0.in1k)" in err
     assert "or none (random weights on purpose)" in err
+    assert main([*argv, "--pretrained", "none"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_export_of_a_name_without_weights_warns_before_its_report(tmp_path, capsys):
+    argv = ["export", "efficientnet_b0", "-f", "safetensors", "-o", str(tmp_path / "m.safetensors")]
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        assert main(argv) == 0
+    first, *rest = both.getvalue().splitlines()
+    assert first.startswith("effnet export: warning: efficientnet_b0: no default weights")
+    assert "the export has random weights" in first and "--pretrained timm" in first
+    assert rest[0].startswith("wrote ") and not any("random" in ln for ln in rest)
     assert main([*argv, "--pretrained", "none"]) == 0
     assert "warning" not in capsys.readouterr().err
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
-from effnet.api import choose_pretrained
+from effnet.api import choose_pretrained, random_weights_note
 from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 from effnet.deploy.export import DEFAULT_OPSET, FORMATS, TOLERANCE, export
 
@@ -72,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    pretrained = choose_pretrained(args.model, args.pretrained, required=False)
     result = export(
         args.model,
         args.format,
@@ -79,10 +81,13 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         opset=args.opset,
         verify=args.verify,
-        pretrained=choose_pretrained(args.model, args.pretrained, what="an export"),
+        pretrained=pretrained,
         weights_source=args.weights_source,
         dynamic_size=args.dynamic_size,
     )
+    if pretrained is False and args.pretrained is None:  # said before the report
+        note = random_weights_note(args.model, "the export has random weights")
+        print(f"effnet export: warning: {note}", file=sys.stderr)
     size = result.path.stat().st_size / 1e6
     print(
         f"wrote {result.path} ({result.format}, {result.image_size}px input, {size:.1f} MB) "
