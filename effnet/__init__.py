@@ -1,9 +1,5 @@
 """effnet: the EfficientNet family (V1, Lite, V2) and the compound-scaling method, on PyTorch."""
 
-from effnet.api import create_model, list_models, load_model, save_model
-from effnet.registry import data_config
-from effnet.scaling import compound_coefficients, plan, round_channels, round_repeats
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,11 +18,21 @@ __all__ = [
 ]
 
 
-# Heavier helpers load lazily so `import effnet` stays fast: public name -> defining module.
+# Every name loads on first use, so that `import effnet` (and the command line's argument
+# parsing) does not import torch: public name -> defining module.
 _LAZY = {
+    "create_model": "effnet.api",
+    "load_model": "effnet.api",
+    "save_model": "effnet.api",
+    "resolve_model": "effnet.api",
+    "data_config": "effnet.registry",
+    "list_models": "effnet.api",
+    "compound_coefficients": "effnet.scaling",
+    "plan": "effnet.scaling",
+    "round_channels": "effnet.scaling",
+    "round_repeats": "effnet.scaling",
     "accelerate": "effnet.fast",
     "model_info": "effnet.analysis.info",
-    "resolve_model": "effnet.api",
     "export_model": "effnet.deploy.export",
     "predict": "effnet.deploy.inference",
     "optimize_for_inference": "effnet.deploy.optimize",
@@ -41,4 +47,10 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'effnet' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -128,7 +128,7 @@ def create_model(
     get_variant(name)  # an unknown name fails before any weights are read
     scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
     scaled.update(width_mult=width_mult, depth_mult=depth_mult)
-    weights = _pretrained_weights(name, pretrained, weights_source, scaled)
+    weights = _pretrained_weights(registry.canonical_name(name), pretrained, weights_source, scaled)
     if weights is not None:  # the numerics the weights were trained with, unless overridden
         if weights.assumed and (padding is None or bn_eps is None):
             warnings.warn(weights.assumed, WeightsSourceWarning, stacklevel=2)

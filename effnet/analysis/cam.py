@@ -28,6 +28,7 @@ from torch import nn
 from effnet.api import choose_pretrained, create_model
 from effnet.data.images import open_rgb
 from effnet.data.transforms import eval_transform
+from effnet.env import require
 from effnet.weights import imagenet_classes
 from effnet.weights.serialize import load_model
 
@@ -121,7 +122,7 @@ def denormalize(x: torch.Tensor, mean, std) -> Image.Image:
 
 def overlay(image: Image.Image, heatmap: torch.Tensor, alpha: float = 0.5) -> Image.Image:
     """Blend a (h, w) map, upsampled bilinearly and scaled to [0, 1], over ``image`` (jet)."""
-    from matplotlib import colormaps
+    colormaps = require("matplotlib").colormaps
 
     h = heatmap.detach().float()
     lo, hi = float(h.min()), float(h.max())

@@ -37,6 +37,7 @@ from torch import nn
 
 import effnet
 from effnet.deploy.optimize import optimize_for_inference
+from effnet.env import require
 from effnet.fast import accelerate
 
 PEERS = ("timm", "torchvision", "onnxruntime")
@@ -187,7 +188,7 @@ def _no_grad(model: nn.Module) -> Callable:
 
 def _onnx_session(model: nn.Module, example: torch.Tensor, threads: int, path: Path):
     """Export ``model`` (eval, fp32) and open it with all graph optimizations on."""
-    import onnxruntime as ort
+    ort = require("onnxruntime")
 
     with torch.no_grad():
         torch.onnx.export(
@@ -214,13 +215,13 @@ def _onnx_session(model: nn.Module, example: torch.Tensor, threads: int, path: P
 
 
 def _build_timm(name: str, num_classes: int) -> nn.Module:
-    import timm  # a user-requested peer: imported only here
+    timm = require("timm")  # a user-requested peer: imported only here
 
     return timm.create_model(TIMM_NAMES[name], num_classes=num_classes)
 
 
 def _build_torchvision(name: str, num_classes: int) -> nn.Module:
-    import torchvision
+    torchvision = require("torchvision")
 
     return getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=num_classes)
 

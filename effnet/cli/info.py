@@ -8,16 +8,6 @@ import json
 from effnet.analysis.info import model_info
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="per-stage table of one model: channels, repeats, params, MACs")
-    p.add_argument("name", help="model name (see `effnet models`)")
-    p.add_argument(
-        "--image-size", type=int, default=None, help="input resolution (default: native)"
-    )
-    p.add_argument("--json", action="store_true", help="print the model_info dict as JSON")
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     info = model_info(args.name, args.image_size)
     if args.json:

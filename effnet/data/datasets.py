@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from effnet.data.images import UnreadableImageError, is_image_file, open_rgb
+from effnet.data.images import UnreadableImageError, is_image_file, open_rgb, to_rgb
 
 log = logging.getLogger("effnet.data")
 DIGITS_SIZE = 32  # the 8x8 digits are upscaled once to this size; crops then resize to the model
@@ -59,6 +59,91 @@ class ImageFiles(Dataset):
         return (self.transform(img) if self.transform else img), target
 
 
+class UserImages(Dataset):
+    """A user's torch ``Dataset`` of ``(image, label)`` items, seen through ``indices``.
+
+    An image may be a PIL image, an ``HxW``/``HxWxC`` uint8 array, or a ``CxHxW`` tensor (uint8,
+    or float in [0, 1]); grayscale and RGBA become RGB. Labels are integers from 0.
+    """
+
+    def __init__(self, dataset: Dataset, indices: list[int], targets: list[int], transform=None):
+        self.dataset, self.indices, self.targets = dataset, list(indices), list(targets)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[self.indices[i]]
+        if not isinstance(item, tuple | list) or len(item) < 2:
+            raise ValueError(
+                f"dataset item {self.indices[i]} is a {type(item).__name__}; effnet.train needs "
+                "(image, label) pairs"
+            )
+        img = _user_image(item[0], self.indices[i])
+        return (self.transform(img) if self.transform else img), int(item[1])
+
+
+def _user_image(img: Any, index: int):
+    if isinstance(img, Image.Image):
+        return to_rgb(img)
+    if isinstance(img, np.ndarray):
+        return to_rgb(Image.fromarray(img))
+    if isinstance(img, torch.Tensor) and img.ndim == 3 and img.shape[0] in (1, 3, 4):
+        img = img[:3] if img.shape[0] == 4 else img
+        return img.expand(3, -1, -1) if img.shape[0] == 1 else img
+    shape = tuple(getattr(img, "shape", ()))
+    raise ValueError(
+        f"dataset item {index}: image is a {type(img).__name__}{list(shape) if shape else ''}; "
+        "use a PIL image, an HxWxC uint8 array or a CxHxW tensor"
+    )
+
+
+def _labels_of(ds: Dataset) -> list[int]:
+    """A dataset's labels: its ``targets`` attribute (torchvision datasets have one), or one pass
+    over its items."""
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        targets = [ds[i][1] for i in range(len(ds))]
+    out = [int(t) for t in (targets.tolist() if hasattr(targets, "tolist") else targets)]
+    if len(out) != len(ds):
+        raise ValueError(f"dataset has {len(ds)} items but {len(out)} targets")
+    return out
+
+
+def dataset_split(
+    dataset: Dataset | tuple[Dataset, Dataset],
+    class_names: list[str] | None,
+    val_fraction: float,
+    seed: int,
+) -> DataSplit:
+    """A DataSplit of a user's Dataset (split train/val like a folder, stratified and seeded) or
+    of a ``(train, val)`` pair. Class names: ``class_names``, else the dataset's ``classes``
+    attribute, else ``0 .. N-1``."""
+    pair = isinstance(dataset, tuple | list)
+    if pair and len(dataset) != 2:
+        raise ValueError(f"dataset must be a Dataset or a (train, val) pair, got {len(dataset)}")
+    first = dataset[0] if pair else dataset
+    if len(first) == 0 or (pair and len(dataset[1]) == 0):
+        raise ValueError("dataset is empty")
+    labels = [_labels_of(d) for d in (dataset if pair else [dataset])]
+    n = max(max(t) for t in labels) + 1
+    if min(min(t) for t in labels) < 0:
+        raise ValueError("dataset labels must be integers >= 0")
+    names = list(class_names or getattr(first, "classes", None) or [str(i) for i in range(n)])
+    if len(names) < n:
+        raise ValueError(f"dataset has labels up to {n - 1} but {len(names)} class names")
+    source = f"python:{type(first).__name__}"
+    if pair:
+        tr, va = (UserImages(d, range(len(d)), t) for d, t in zip(dataset, labels, strict=True))
+        return DataSplit(tr, va, names, source)
+    tr_idx, va_idx = split_train_val(labels[0], names, val_fraction, seed)
+    def pick(idx: list[int]) -> UserImages:
+        return UserImages(dataset, idx, [labels[0][i] for i in idx])
+
+    return DataSplit(pick(tr_idx), pick(va_idx), names, source)
+
+
 @dataclass
 class DataSplit:
     train: Dataset
@@ -76,25 +161,42 @@ def subset(ds: Dataset, n: int, seed: int) -> Dataset:
     """A stratified seeded subset of ``n`` items (keeps every class represented)."""
     if not n or n >= len(ds):
         return ds
-    idx = stratified_pick(ds.targets, n / len(ds), seed, at_least_one=True)
+    idx = stratified_pick(ds.targets, n / len(ds), seed, at_least_one=True, total=n)
     if isinstance(ds, TensorImages):
         return TensorImages(ds.images[idx], [ds.targets[i] for i in idx], ds.transform)
+    if isinstance(ds, UserImages):
+        return UserImages(
+            ds.dataset, [ds.indices[i] for i in idx], [ds.targets[i] for i in idx], ds.transform
+        )
     return ImageFiles([ds.samples[i] for i in idx], ds.transform)
 
 
 def stratified_pick(
-    targets: list[int], fraction: float, seed: int, at_least_one: bool
+    targets: list[int], fraction: float, seed: int, at_least_one: bool, total: int | None = None
 ) -> list[int]:
+    """A seeded share ``fraction`` of each class's items. With ``total``, exactly ``total`` items
+    (per-class counts rounded down, the rest to the classes with the largest remainders), unless
+    keeping one per class needs more."""
     rng = np.random.RandomState(seed)
     targets_arr = np.asarray(targets)
-    picked: list[int] = []
-    for c in np.unique(targets_arr):
-        members = np.flatnonzero(targets_arr == c)
-        rng.shuffle(members)
-        k = round(len(members) * fraction)
-        if at_least_one:
-            k = max(1, k)
-        picked.extend(members[:k].tolist())
+    classes = np.unique(targets_arr)
+    members = []
+    for c in classes:
+        m = np.flatnonzero(targets_arr == c)
+        rng.shuffle(m)
+        members.append(m)
+    want = np.array([len(m) * fraction for m in members])
+    k = np.floor(want).astype(int) if total is not None else np.round(want).astype(int)
+    if at_least_one:
+        k = np.maximum(k, 1)
+    if total is not None:
+        sizes = np.array([len(m) for m in members])
+        for i in np.argsort(-(want - np.floor(want)), kind="stable"):
+            if k.sum() >= total:
+                break
+            if k[i] < sizes[i]:
+                k[i] += 1
+    picked = [int(i) for m, n in zip(members, k, strict=True) for i in m[:n]]
     return sorted(picked)
 
 
@@ -258,9 +360,19 @@ def load_data(
     strict: bool = False,
     max_train_samples: int = 0,
     max_val_samples: int = 0,
+    dataset: Dataset | tuple[Dataset, Dataset] | None = None,
+    class_names: list[str] | None = None,
 ) -> DataSplit:
-    """Resolve ``data`` (``digits``, a CIFAR folder, an ImageFolder tree) to train/val sets."""
-    if data == "digits":
+    """Resolve ``data`` (``digits``, a CIFAR folder, an ImageFolder tree) to train/val sets, or
+    split a user's ``dataset`` (see ``dataset_split``)."""
+    if dataset is not None:
+        split = dataset_split(dataset, class_names, val_fraction, seed)
+    elif data.startswith("python:"):
+        raise ValueError(
+            f"data {data!r} was a Python Dataset given to effnet.train(dataset=...); pass the "
+            "same dataset again (effnet.train(resume=RUN, dataset=...)) or point --data at files"
+        )
+    elif data == "digits":
         split = load_digits_split(val_fraction, seed)
     else:
         path = Path(os.path.expanduser(data))

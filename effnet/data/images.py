@@ -53,7 +53,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
                 im.seek(0)
                 im.load()
                 im = ImageOps.exif_transpose(im) or im
-                return _to_rgb(im)
+                return to_rgb(im)
     except UnreadableImageError:
         raise
     except (
@@ -68,7 +68,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         raise UnreadableImageError(f"{p}: not a readable image ({reason})") from None
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im.copy()
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

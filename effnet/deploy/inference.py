@@ -10,7 +10,7 @@ interpolation, mean/std), so predictions match the accuracy the weights were pub
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,26 +102,8 @@ def check_model_input(model: nn.Module, batch: torch.Tensor) -> None:
         )
 
 
-def predict(
-    model_or_path: Any,
-    images: Any,
-    *,
-    topk: int = 5,
-    device: str | torch.device = "cpu",
-    batch_size: int = 16,
-    pretrained: Any = None,
-    weights_source: str = "auto",
-    on_error: str = "raise",
-) -> list[dict[str, Any]]:
-    """Classify images; one dict per image: ``{"image", "top": [{"index", "label", "prob"}]}``.
-
-    Args:
-        model_or_path: a model, a registered name, an effnet model file / run folder, or ``.onnx``.
-        images: a path, a folder (walked), a PIL image or HxWx3 array, or a list of those.
-        topk: how many classes to report per image (capped at the number of classes).
-        pretrained, weights_source: weights for a model *name*, as in ``create_model``.
-        on_error: ``"raise"`` stops at a bad image, ``"skip"`` records ``{"image", "error"}``.
-    """
+def _check_options(topk: Any, device: Any, batch_size: Any, on_error: Any) -> torch.device:
+    """``predict``'s options checked (one-line ValueErrors); the device as a torch.device."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if not isinstance(topk, int) or topk < 1:
@@ -134,6 +116,33 @@ def predict(
         raise ValueError(f"unknown device {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def predict(
+    model_or_path: Any,
+    images: Any,
+    *,
+    topk: int = 5,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    pretrained: Any = None,
+    weights_source: str = "auto",
+    on_error: str = "raise",
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Classify images; one dict per image: ``{"image", "top": [{"index", "label", "prob"}]}``.
+
+    Args:
+        model_or_path: a model, a registered name, an effnet model file / run folder, or ``.onnx``.
+        images: a path, a folder (walked), a PIL image or HxWx3 array, or a list of those.
+        topk: how many classes to report per image (capped at the number of classes).
+        pretrained, weights_source: weights for a model *name*, as in ``create_model``.
+        on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` records it as
+            ``{"image", "error"}`` and goes on.
+        progress: called with the number of images done (read or skipped) after each batch.
+    """
+    dev = _check_options(topk, device, batch_size, on_error)
     model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     in_chans = input_channels(model)
     if in_chans != 3:
@@ -150,6 +159,12 @@ def predict(
         images = [images]
     results: list[dict[str, Any]] = []
     pending: list[tuple[int, torch.Tensor]] = []
+    reported = [0]  # images (classified or skipped) passed on to ``progress``
+
+    def report() -> None:
+        if progress is not None and len(results) > reported[0]:
+            progress(len(results) - reported[0])
+            reported[0] = len(results)
 
     def flush() -> None:
         if not pending:
@@ -164,6 +179,7 @@ def predict(
                 {"index": i, "label": names[i], "prob": p} for p, i in zip(ps, ix, strict=True)
             ]
         pending.clear()
+        report()
 
     try:
         for name, source in collect_images(images):
@@ -179,6 +195,7 @@ def predict(
             if len(pending) >= batch_size:
                 flush()
         flush()
+        report()
     finally:
         model.train(was_training)
     return results

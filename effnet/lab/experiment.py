@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from effnet.api import create_model
 from effnet.registry import get_variant
 from effnet.scaling import scale_resolution
 from effnet.training import resolve_config, train
+from effnet.training.trainer import load_split
 
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint_last.pt"
@@ -113,3 +115,45 @@ def train_candidate(
         "width": width,
         "resolution": resolution,
     }
+
+
+def chance_level(base: Base, top1s: list[float]) -> dict[str, Any]:
+    """Whether the best of ``top1s`` (percent, one per run) is within noise of chance: uniform
+    guessing over the base setting's classes, on its validation images, plus three binomial
+    standard deviations (a run that learned nothing scores chance give or take that much)."""
+    data = load_split(base.config)
+    classes, images = data.num_classes, len(data.val)
+    p = 1.0 / classes
+    noise = 300.0 * math.sqrt(p * (1.0 - p) / max(1, images))
+    best = max(top1s) if top1s else None
+    return {
+        "classes": classes,
+        "val_images": images,
+        "chance_top1": round(100.0 * p, 3),
+        "noise_top1": round(noise, 3),
+        "best_top1": best,
+        "learned_nothing": best is not None and best <= 100.0 * p + noise,
+    }
+
+
+_NOISE = {  # what: (its runs, what is noise then)
+    "search": ("trial", "its ranking and its 'best' point are noise"),
+    "sweep": ("run", "its curves are noise"),
+}
+
+
+def chance_warning(level: dict[str, Any], what: str) -> str | None:
+    """The warning for a ``what`` ("search" or "sweep") whose every run sat at chance (None if
+    one did not)."""
+    if not level["learned_nothing"]:
+        return None
+    run, noise = _NOISE[what]
+    return (
+        f"warning: this {what} learned nothing: every {run} scored at chance (best top-1 "
+        f"{level['best_top1']:.2f}%; chance is {level['chance_top1']:.2f}% for "
+        f"{level['classes']} classes, give or take {level['noise_top1']:.1f} points on "
+        f"{level['val_images']} validation images), so {noise}. "
+        "To get a signal: train longer (--budget), at a larger --image-size, with a higher "
+        "learning rate (lr in the --config YAML), on more data (a larger --max-train-samples "
+        "or dataset), and check that the labels match the images."
+    )

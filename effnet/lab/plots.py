@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from effnet.env import pyplot
 from effnet.weights.serialize import atomic_write
 
 SIZE_IN, DPI = (8.0, 5.0), 100  # 800 x 500 px
 
 
 def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=SIZE_IN, dpi=DPI)
     return plt, fig, ax

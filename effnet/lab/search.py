@@ -20,7 +20,15 @@ from typing import Any
 
 import torch
 
-from effnet.lab.experiment import Base, base_config, fingerprint, train_candidate
+from effnet.env import require
+from effnet.lab.experiment import (
+    Base,
+    base_config,
+    chance_level,
+    chance_warning,
+    fingerprint,
+    train_candidate,
+)
 from effnet.lab.plots import plot_search
 from effnet.training.trainer import Interrupted
 from effnet.weights.serialize import atomic_write
@@ -89,7 +97,7 @@ def requeue_dead_trials(study, keys: list[str]) -> int:
     A trial that never recorded its owner (killed within its first moments) counts as dead
     after a minute. Trials of other hosts are left alone: only their host can tell.
     """
-    from optuna.trial import TrialState
+    TrialState = require("optuna.trial").TrialState
 
     host, n = socket.gethostname(), 0
     now = datetime.datetime.now()
@@ -117,7 +125,7 @@ def study_name(base: Base) -> str:
 
 
 def open_study(storage: str, points: list[tuple[float, float, float]], name: str):
-    import optuna
+    optuna = require("optuna")
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # errors reach the caller
     sampler = optuna.samplers.GridSampler({PARAM: [key(p) for p in points]}, seed=0)
@@ -140,8 +148,8 @@ def run_worker(
     on_trial=None,
 ) -> None:
     """Run trials until every grid point has a finished trial (this process's share)."""
-    import optuna
-    from optuna.trial import TrialState
+    optuna = require("optuna")
+    TrialState = require("optuna.trial").TrialState
 
     study = open_study(storage, points, study_name(base))
     by_key = {key(p): p for p in points}
@@ -208,7 +216,7 @@ def results(
     storage: str, points: list[tuple[float, float, float]], target: float, name: str
 ) -> dict:
     """The ranking (best top-1 first; fewer MACs breaks ties) from the study's finished trials."""
-    from optuna.trial import TrialState
+    TrialState = require("optuna.trial").TrialState
 
     study = open_study(storage, points, name)
     want = {key(p): p for p in points}
@@ -260,8 +268,10 @@ def search(
     """Search (alpha, beta, gamma) on ``data``; every candidate trains ``budget`` epochs at phi=1.
 
     Returns the ranking dict also written to ``OUT/search.json`` (with ``search.png``, accuracy
-    against MACs). ``workers`` > 1 starts that many processes on the same study; other machines
-    join by running the same search with the same ``storage`` URL.
+    against MACs). Its ``chance`` entry says whether any trial beat chance accuracy beyond noise;
+    if none did, ``warning`` says so and what to change (it is also logged), and ``best`` is
+    only the luckiest guess. ``workers`` > 1 starts that many processes on the same study; other
+    machines join by running the same search with the same ``storage`` URL.
     """
     if not (isinstance(budget, int | float) and budget >= 1 and float(budget).is_integer()):
         raise ValueError(f"budget must be a whole number of epochs >= 1, got {budget}")
@@ -278,7 +288,8 @@ def search(
         f"|a*b^2*g^2 - {target:g}| <= {tolerance:g}, {int(budget)} epoch(s) each, "
         f"{workers} worker(s), storage {storage}"
     )
-    def write() -> dict[str, Any]:
+
+    def write(final: bool = False) -> dict[str, Any]:
         res = results(storage, points, target, study_name(base))
         res.update(
             data=data,
@@ -288,6 +299,9 @@ def search(
             storage=storage,
             study=study_name(base),
         )
+        if final:  # did any trial learn anything? (every one at chance: the ranking is noise)
+            res["chance"] = chance_level(base, [r["top1"] for r in res["ranking"]])
+            res["warning"] = chance_warning(res["chance"], "search")
         text = json.dumps(res, indent=2)
         atomic_write(out / "search.json", lambda tmp: Path(tmp).write_text(text))
         return res
@@ -296,7 +310,9 @@ def search(
         run_worker(base, points, out, storage, overrides, log, on_trial=write)
     else:
         _run_parallel(base, points, out, storage, overrides, workers)
-    res = write()
+    res = write(final=True)
+    if res["warning"]:
+        log(res["warning"])
     res["plot"] = str(plot_search(res, out / "search.png"))
     return res
 

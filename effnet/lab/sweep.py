@@ -14,7 +14,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from effnet.lab.experiment import Base, base_config, fingerprint, scaled_size, train_candidate
+from effnet.lab.experiment import (
+    Base,
+    base_config,
+    chance_level,
+    chance_warning,
+    fingerprint,
+    scaled_size,
+    train_candidate,
+)
 from effnet.lab.plots import plot_sweep
 from effnet.scaling import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, resolve_scaling
 from effnet.weights.serialize import atomic_write
@@ -83,7 +91,10 @@ def sweep(
     log=print,
     **train_overrides: Any,
 ) -> dict[str, Any]:
-    """Train every (dimension, value, seed); write ``OUT/sweep.json`` and ``OUT/sweep.png``."""
+    """Train every (dimension, value, seed); write ``OUT/sweep.json`` and ``OUT/sweep.png``.
+
+    The result's ``chance`` entry says whether any run beat chance accuracy beyond noise; if none
+    did, ``warning`` says so and what to change (it is also logged)."""
     if not (isinstance(budget, int | float) and budget >= 1 and float(budget).is_integer()):
         raise ValueError(f"budget must be a whole number of epochs >= 1, got {budget}")
     if not (isinstance(seeds, int) and seeds >= 1):
@@ -114,6 +125,11 @@ def sweep(
         "base_image_size": base[0].image_size,
         "curves": curves,
     }
+    # Every run at chance: the curves are noise (say so, and what to change).
+    res["chance"] = chance_level(base[0], [r["best_top1"] for r in runs.values()])
+    res["warning"] = chance_warning(res["chance"], "sweep")
+    if res["warning"]:
+        log(res["warning"])
     text = json.dumps(res, indent=2)
     atomic_write(out / "sweep.json", lambda tmp: Path(tmp).write_text(text))
     res["plot"] = str(plot_sweep(res, out / "sweep.png"))

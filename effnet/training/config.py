@@ -23,6 +23,7 @@ SCHEDULES = ("cosine", "exponential", "constant")
 AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
 AMP_MODES = ("none", "bf16", "fp16")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
+LOGGERS = ("csv", "tensorboard", "mlflow")
 MIN_IMAGE_SIZE = 32
 # Options that describe a config file's own model: they apply only while the run trains that model
 # (`--model OTHER` gets OTHER as published unless these are given along with it).
@@ -95,6 +96,7 @@ class TrainConfig:
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0 = epoch ends only)
     progress: str = "auto"  # auto (bar on a terminal), bar, log, none
+    loggers: list[str] = field(default_factory=list)  # csv, tensorboard, mlflow (several: a,b)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -191,9 +193,20 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
             values[k] = tuple(v)
     if values.get("model_kwargs") is None:
         values["model_kwargs"] = {}
+    values["loggers"] = _names(values.get("loggers"))
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def _names(v: Any) -> list[str]:
+    """A list of names from a list or a comma/space-separated string (``"csv,tensorboard"``)."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        v = v.replace(",", " ").split()
+    _check(isinstance(v, list | tuple), "loggers", v, "a list of names")
+    return list(dict.fromkeys(str(x).strip().lower() for x in v))
 
 
 def _check(ok: bool, name: str, value: Any, need: str) -> None:
@@ -241,6 +254,8 @@ def _check_basics(c: TrainConfig) -> None:
         c.progress,
         "auto, bar, log or none",
     )
+    bad = [n for n in c.loggers if n not in LOGGERS]
+    _check(not bad, "loggers", bad[0] if bad else None, f"among {', '.join(LOGGERS)}")
     _check(
         _int(c.image_size) and c.image_size >= MIN_IMAGE_SIZE,
         "image_size",

@@ -11,6 +11,7 @@ import torch
 from effnet.data.datasets import ImageFiles, load_data, subset
 from effnet.data.loaders import eval_loader
 from effnet.data.transforms import eval_transform
+from effnet.env import pyplot
 from effnet.fast import accelerate
 from effnet.training.loop import evaluate
 from effnet.training.report import Progress, progress_mode
@@ -135,10 +136,7 @@ def _check_classes(checkpoint, model, ds_all, data) -> list[str]:
 
 
 def plot_confusion(conf: torch.Tensor, names: list[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(names)
     size = min(16.0, 2.0 + 0.45 * n)

@@ -47,6 +47,8 @@ class StepContext:
     channels_last: bool = False
     # called after each optimizer step with (global_step, epoch_state); returns True to stop now
     after_step: Callable[[int, EpochState], bool] | None = None
+    # called after each optimizer step with (global_step, epoch, batch loss, lr): loggers
+    on_step: Callable[[int, int, float, float], None] | None = None
     extras: dict = field(default_factory=dict)
 
 
@@ -115,8 +117,11 @@ def train_one_epoch(
         state.batches += 1
         state.loss_sum += value * n
         state.images += n
+        lr = optimizer.param_groups[0]["lr"]
         if progress is not None:
-            progress.update(images=n, loss=value, lr=optimizer.param_groups[0]["lr"])
+            progress.update(images=n, loss=value, lr=lr)
+        if ctx.on_step is not None:
+            ctx.on_step(global_step, epoch + 1, value, lr)
         if ctx.after_step is not None:
             state.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()

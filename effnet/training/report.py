@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effnet.env import pyplot
 from effnet.weights.serialize import atomic_write
 
 METRICS_JSONL = "metrics.jsonl"
@@ -40,28 +41,61 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
     atomic_write(run_dir / METRICS_CSV, write_csv)
 
 
-def plot_curves(run_dir: Path, history: list[dict]) -> Path | None:
-    if not history:
-        return None
-    import matplotlib
+SPIKE = 5.0  # a loss above SPIKE x the median of the run puts the loss panel on a log scale
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def best_epoch(history: list[dict]) -> dict:
+    """The row with the best validation top-1 (EMA where it is better), first among ties."""
+
+    def top1(r: dict) -> float:
+        return max(r["val_top1"], r.get("val_top1_ema", -1.0))
+
+    return max(history, key=top1)
+
+
+def curves_figure(history: list[dict], title: str = ""):
+    """Loss, accuracy and learning rate against epochs, with the best epoch marked.
+
+    A loss spike (some value above ``SPIKE`` x the run's median loss) would flatten a linear axis,
+    so the loss panel then uses a log scale and says so.
+    """
+    plt = pyplot()
 
     ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4))
+    losses = [r[k] for r in history for k in ("train_loss", "val_loss")]
     a.plot(ep, [r["train_loss"] for r in history], label="train loss")
     a.plot(ep, [r["val_loss"] for r in history], label="val loss")
-    a.set_xlabel("epoch")
-    a.set_ylabel("loss")
-    a.legend()
+    positive = [v for v in losses if v > 0]
+    median = sorted(positive)[len(positive) // 2] if positive else 0.0
+    spike = bool(positive) and max(positive) > SPIKE * median and min(losses) > 0
+    a.set_yscale("log" if spike else "linear")
+    a.set_ylabel("loss (log scale)" if spike else "loss")
     b.plot(ep, [r["val_top1"] for r in history], label="val top-1")
     if "val_top1_ema" in history[0]:
         b.plot(ep, [r["val_top1_ema"] for r in history], label="val top-1 (EMA)")
-    b.set_xlabel("epoch")
+    best = best_epoch(history)
+    best_top1 = max(best["val_top1"], best.get("val_top1_ema", -1.0))
+    b.plot([best["epoch"]], [best_top1], "*", color="tab:red", markersize=14, label="best")
+    b.annotate(f"best {best_top1:.2f}% (epoch {best['epoch']})", (best["epoch"], best_top1),
+               textcoords="offset points", xytext=(0, -18), ha="center", fontsize=8)
     b.set_ylabel("accuracy (%)")
-    b.legend()
+    c.plot(ep, [r["lr"] for r in history], label="learning rate (end of epoch)", color="tab:green")
+    c.set_ylabel("learning rate")
+    for ax in (a, b, c):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "training curves")
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(run_dir: Path, history: list[dict], title: str = "") -> Path | None:
+    """``curves.png`` in ``run_dir`` (see ``curves_figure``); None without history."""
+    if not history:
+        return None
+    plt = pyplot()
+    fig = curves_figure(history, title)
     out = run_dir / CURVES_PNG
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)
@@ -89,15 +123,17 @@ class Progress:
         self._last = self.t0 if self.mode == "log" else 0.0  # the bar draws at once
         self._every = max(1, -(-total // 10))
 
-    def update(self, images: int = 0, **values: float) -> None:
-        self.n += 1
+    def update(self, images: int = 0, steps: int = 1, **values: float) -> None:
+        """Count ``steps`` more steps (``images`` more images) and redraw where it is time."""
+        crossed = (self.n + steps) // self._every > self.n // self._every  # a tenth is done
+        self.n += steps
         self.images += images
         if not self.enabled:
             return
         now = time.perf_counter()
         extra = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
         if self.mode == "log":
-            if self.n % self._every and self.n < self.total and now - self._last < self.LOG_SECONDS:
+            if not crossed and self.n < self.total and now - self._last < self.LOG_SECONDS:
                 return
             self._last = now
             parts = [self.label, f"step {self.n}/{self.total}", extra, self._rate(now)]

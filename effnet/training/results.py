@@ -12,6 +12,7 @@ from effnet.weights.serialize import save_model
 
 
 def epoch_row(cfg, model, ema, data, epoch, st, optimizer, stage, per_rank, dist, device, ctx):
+    """The epoch's metrics row and its validation confusion matrix."""
     sums = D.all_sum(torch.tensor([st.loss_sum, st.images, st.skipped], dtype=torch.float64))
     ev_loader = eval_loader(
         data.val,
@@ -38,7 +39,7 @@ def epoch_row(cfg, model, ema, data, epoch, st, optimizer, stage, per_rank, dist
             ema.module, ev_loader, device, data.num_classes, ctx.amp_dtype, cfg.channels_last
         )
         row.update(val_top1_ema=ev_e["top1"], val_top5_ema=ev_e["top5"])
-    return row
+    return row, ev["confusion"]
 
 
 def update_best(row, best, model, ema, run_dir, data_cfg, epoch, save: bool) -> None:
@@ -103,5 +104,5 @@ def summarize(cfg, run_dir, model, data, history, best, wall, dist, data_cfg) ->
             epoch=len(history),
         )
         write_json(run_dir / SUMMARY, summary)
-        plot_curves(run_dir, history)
+        plot_curves(run_dir, history, f"{cfg.model} on {data.source} ({run_dir.name})")
     return summary

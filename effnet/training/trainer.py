@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import signal
 import sys
 import time
@@ -22,25 +23,29 @@ from effnet.fast import accelerate
 from effnet.training import builders as B
 from effnet.training import distributed as D
 from effnet.training import report as R
+from effnet.training.callbacks import Callback, Callbacks
 from effnet.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from effnet.training.config import TrainConfig, from_dict
 from effnet.training.faults import fault_point
 from effnet.training.lock import RunLock
+from effnet.training.loggers import make_loggers
 from effnet.training.loop import EpochState, NonFiniteLoss, StepContext, train_one_epoch
 from effnet.training.optim import EMA, build_optimizer
 from effnet.training.results import epoch_row, format_row, summarize, update_best
 from effnet.training.schedule import Stage, lr_at, stage_for_epoch
 from effnet.training.signals import Interrupted, SignalFlag
-from effnet.training.syncbn import convert_sync_batchnorm
+from effnet.training.syncbn import SyncBatchNorm2d, convert_sync_batchnorm
 from effnet.weights.serialize import remove_stale_temps
 
 log = logging.getLogger("effnet.train")
 # Options a resumed run may change; everything else comes from the run's own config.
-RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "threads", "checkpoint_every")
+RESUME_OVERRIDES = (
+    "epochs", "device", "workers", "progress", "threads", "checkpoint_every", "loggers"
+)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    data = Path(cfg.data).name or "data"
+    data = re.sub(r"[^\w.-]+", "_", Path(cfg.data).name) or "data"  # python:Name -> python_Name
     return Path("runs") / f"{cfg.model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -88,10 +93,17 @@ def prepare(cfg: TrainConfig, resume: str | Path | None) -> tuple[TrainConfig, P
 
 
 def run(
-    cfg: TrainConfig | None, resume: str | Path | None = None, resume_overrides: dict | None = None
+    cfg: TrainConfig | None,
+    resume: str | Path | None = None,
+    resume_overrides: dict | None = None,
+    *,
+    dataset=None,
+    class_names: list[str] | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
 ) -> dict:
     """Train according to ``cfg``, or continue the run in ``resume`` (its own config plus
-    ``resume_overrides``, e.g. more epochs); return the summary."""
+    ``resume_overrides``, e.g. more epochs); return the summary. ``dataset`` (a torch Dataset
+    or a (train, val) pair) replaces ``cfg.data``; ``callbacks`` watch the run (rank 0)."""
     if resume is not None:
         RunLock.check(resume if Path(resume).is_dir() else Path(resume).parent)
         cfg, ckpt = resume_config(resume, resume_overrides)
@@ -101,16 +113,11 @@ def run(
     dist = D.env_info()
     device = D.device_for(cfg.device, dist)
     # Data problems (missing folder, empty class, one class) surface before the run folder exists.
-    data = load_data(
-        cfg.data,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        strict=cfg.strict,
-        max_train_samples=cfg.max_train_samples,
-        max_val_samples=cfg.max_val_samples,
-    )
+    data = load_split(cfg, dataset, class_names)
     batch_plan(cfg, data, dist)  # batch-size problems, too, before the run folder exists
     B.amp_dtype(cfg, device)
+    # Loggers are built here, so a missing package is an error before the run folder exists.
+    hooks = Callbacks([*make_loggers(cfg.loggers), *callbacks], active=dist.is_main)
     D.setup(device)
     created = dist.is_main and not run_dir.exists()
     lock = RunLock(run_dir).acquire() if dist.is_main else None
@@ -119,10 +126,11 @@ def run(
     failed = True
     try:
         with SignalFlag() as signals:
-            summary = _train(cfg, run_dir, ckpt, dist, device, signals, data)
+            summary = _train(cfg, run_dir, ckpt, dist, device, signals, data, hooks)
         failed = False
         return summary
     finally:
+        hooks.close()
         if lock:
             lock.release()
         if failed and created:
@@ -185,9 +193,25 @@ class RunState:
     epoch_state: EpochState = field(default_factory=EpochState)
     wall0: float = 0.0  # training seconds before this process started (a resumed run)
     t_start: float = 0.0
+    callbacks: Callbacks = field(default_factory=Callbacks)
 
     def wall_time(self) -> float:
         return self.wall0 + time.perf_counter() - self.t_start
+
+
+def load_split(cfg: TrainConfig, dataset=None, class_names=None) -> DataSplit:
+    """The train/validation split ``cfg`` trains on: its data (or a user's ``dataset``),
+    validation fraction, seed and subsets."""
+    return load_data(
+        cfg.data,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        strict=cfg.strict,
+        max_train_samples=cfg.max_train_samples,
+        max_val_samples=cfg.max_val_samples,
+        dataset=dataset,
+        class_names=class_names,
+    )
 
 
 def build_model(cfg: TrainConfig, data: DataSplit, device: torch.device) -> nn.Module:
@@ -206,15 +230,27 @@ def build_model(cfg: TrainConfig, data: DataSplit, device: torch.device) -> nn.M
 def distribute(model: nn.Module, cfg: TrainConfig, dist: D.DistInfo, device) -> nn.Module:
     """What the training loop calls: ``model`` with synchronised BatchNorm (``sync_bn``), in
     DistributedDataParallel under torchrun, compiled with ``compile``. ``model`` keeps its
-    parameters and state-dict keys (checkpoints and evaluation use it directly)."""
+    parameters and state-dict keys (checkpoints and evaluation use it directly).
+
+    DDP fixes two things about the parameters when it wraps them, so wrap (again) only once
+    they are final: which of them require a gradient (it reduces exactly those; ``_train``
+    wraps anew when the frozen backbone thaws) and their memory format (its gradient buckets
+    take each parameter's strides, and a gradient in another layout goes through a slow copy
+    with a "Grad strides do not match bucket view strides" warning on every rank).
+    ``build_model`` puts the weights in the layout the network runs in before this is called.
+    """
     net: nn.Module = model
-    if cfg.sync_bn and dist.enabled:
+    if cfg.sync_bn and dist.enabled and not _synced(net):
         net = convert_sync_batchnorm(net)
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
     return torch.compile(net) if cfg.compile else net
+
+
+def _synced(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.SyncBatchNorm | SyncBatchNorm2d) for m in model.modules())
 
 
 def new_run_state(cfg, run_dir, ckpt, dist, device, data, signals) -> RunState:
@@ -343,6 +379,7 @@ def step_context(st: RunState) -> StepContext:
         ema=st.ema,
         channels_last=cfg.channels_last,
         after_step=after_step,
+        on_step=st.callbacks.on_step if st.callbacks.items else None,
     )
 
 
@@ -414,7 +451,7 @@ def train_epoch(st: RunState, fwd: nn.Module, ctx: StepContext) -> None:
 def end_epoch(st: RunState, ctx: StepContext, stage: Stage) -> None:
     """Evaluate, record the metrics row and the best model, checkpoint at the next epoch."""
     cfg, dist, epoch = st.cfg, st.dist, st.epoch
-    row = epoch_row(
+    row, confusion = epoch_row(
         cfg,
         st.model,
         st.ema,
@@ -429,6 +466,7 @@ def end_epoch(st: RunState, ctx: StepContext, stage: Stage) -> None:
         ctx,
     )
     st.history.append(row)
+    st.callbacks.on_epoch_end(epoch + 1, row, confusion)
     update_best(row, st.best, st.model, st.ema, st.run_dir, st.data_cfg, epoch, dist.is_main)
     if dist.is_main:
         R.write_metrics(st.run_dir, st.history)
@@ -448,16 +486,21 @@ def _interrupted(st: RunState, where: str) -> Interrupted:
     )
 
 
-def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
+def _train(cfg, run_dir, ckpt, dist, device, signals, data, callbacks: Callbacks) -> dict:
     """Set up (or restore) the run, train its remaining epochs stage by stage, summarise."""
     st = new_run_state(cfg, run_dir, ckpt, dist, device, data, signals)
-    fwd = distribute(st.model, cfg, dist, device)
+    st.callbacks = callbacks
     write_run_config(st)
+    callbacks.on_train_start(run_dir, cfg.to_dict(), st.model, st.global_step)
     ctx = step_context(st)
-    stage_now = None
+    stage_now, fwd, frozen = None, None, None
     st.t_start = time.perf_counter()
     for epoch in range(st.start_epoch, cfg.epochs):
         st.epoch = epoch
+        if (epoch < cfg.freeze_epochs) is not frozen:  # the trainable set is DDP's to reduce
+            frozen = epoch < cfg.freeze_epochs
+            B.set_trainable(st.model, frozen, cfg.freeze_bn)
+            fwd = distribute(st.model, cfg, dist, device)
         stage = stage_for_epoch(st.stages, epoch)
         if stage != stage_now:
             if stage_now is not None:
@@ -469,6 +512,7 @@ def _train(cfg, run_dir, ckpt, dist, device, signals, data) -> dict:
     summary = summarize(
         cfg, run_dir, st.model, data, st.history, st.best, st.wall_time(), dist, st.data_cfg
     )
+    callbacks.on_train_end(summary)
     D.barrier()
     if signals.received is not None:
         # A signal after the last epoch's check (e.g. while the summary is written) still stops

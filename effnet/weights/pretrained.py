@@ -36,7 +36,7 @@ import torch
 import torch.hub
 
 from effnet.model import EfficientNet
-from effnet.registry import ALIASES, build_model, get_variant
+from effnet.registry import ALIASES, build_model, canonical_name, get_variant
 from effnet.specs import HALF, IMAGENET_MEAN, IMAGENET_STD
 from effnet.weights import lite
 from effnet.weights.classes import imagenet_classes
@@ -132,7 +132,8 @@ _TIMM_TAGS = {
 
 
 def _canonical(model_name: str) -> str:
-    return ALIASES.get(model_name, model_name)
+    name = canonical_name(model_name)  # EfficientNet-Lite0 -> efficientnet_lite0
+    return ALIASES.get(name, name)
 
 
 def _config(model_name: str, row: tuple | None = None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ is a multiple of 32 (every strided conv then sees an even size), so those are re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -31,6 +30,7 @@ from effnet.deploy.export.common import (
     metadata,
     one_line_errors,
 )
+from effnet.env import require
 from effnet.weights.serialize import atomic_write
 
 DEFAULT_OPSET = 17
@@ -117,7 +117,7 @@ def _export(
 
 
 def _add_metadata(path: str, meta: dict[str, Any]) -> None:
-    import onnx
+    onnx = require("onnx")
 
     proto = onnx.load(path)
     props = {
@@ -136,16 +136,15 @@ def _add_metadata(path: str, meta: dict[str, Any]) -> None:
 
 
 def require_onnx() -> None:
-    """One-line advice instead of an ImportError when the export extra is not installed."""
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(f'ONNX support needs {" and ".join(missing)}: pip install -e ".[export]"')
+    """One-line advice (``effnet.env.MissingDependency``) when the export extra is missing."""
+    for module in ("onnx", "onnxruntime"):
+        require(module)
 
 
 def load_onnx(path: str | os.PathLike, *, threads: int | None = None):
     """An ONNX Runtime CPU session for ``path``; a one-line error if it is missing or invalid."""
     require_onnx()
-    import onnxruntime as ort
+    ort = require("onnxruntime")
 
     p = Path(path)
     if not p.is_file():
