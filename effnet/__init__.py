@@ -26,7 +26,7 @@ _LAZY = {
     "save_model": "effnet.api",
     "resolve_model": "effnet.api",
     "data_config": "effnet.registry",
-    "list_models": "effnet.registry",
+    "list_models": "effnet.api",
     "compound_coefficients": "effnet.scaling",
     "plan": "effnet.scaling",
     "round_channels": "effnet.scaling",

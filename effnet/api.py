@@ -1,26 +1,79 @@
-"""The public model API: ``create_model``, ``load_model`` / ``save_model`` and ``resolve_model``.
+"""The public model API: ``create_model``, ``list_models``, ``load_model`` / ``save_model``,
+``resolve_model`` and ``choose_pretrained``.
 
 ``create_model`` builds a registered architecture (``effnet.registry``, which knows nothing of
 weights) and loads weights into it (``effnet.weights``). ``resolve_model`` is the one rule for what
 a user may pass as MODEL: a model, a registered name, an effnet model file or a training run folder.
+``choose_pretrained`` is the one rule for which weights a command gives a model *name*.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from effnet import registry
 from effnet.model import EfficientNetFeatures
 from effnet.registry import build_model, get_variant
-from effnet.weights.pretrained import apply_pretrained, read_pretrained
+from effnet.weights.catalog import default_weights, how_to_get, weight_sources
+from effnet.weights.pretrained import (
+    PretrainedWeights,
+    WeightsSourceWarning,
+    apply_pretrained,
+    check_weights_source,
+    read_pretrained,
+)
 from effnet.weights.serialize import load_model, save_model
 
-__all__ = ["create_model", "load_model", "resolve_model", "save_model"]
+__all__ = [
+    "choose_pretrained",
+    "create_model",
+    "list_models",
+    "load_model",
+    "random_weights_note",
+    "resolve_model",
+    "save_model",
+]
+Pretrained = bool | str | os.PathLike | Mapping | None
+
+
+def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
+    """Registered model names matching the shell-style ``pattern`` (e.g. ``"*lite*"``).
+
+    ``pretrained=True``: only the models with published weights. Where each set comes from
+    (installed locally or to download) is ``effnet.weights.weight_sources(name)``; the CLI shows
+    it with ``effnet models --pretrained``.
+    """
+    names = registry.list_models(pattern)
+    return [n for n in names if weight_sources(n)] if pretrained else names
+
+
+def _pretrained_weights(
+    name: str, pretrained: Pretrained, weights_source: str, scaled: dict[str, Any]
+) -> PretrainedWeights | None:
+    """What ``create_model``'s ``pretrained`` means: True = the default weights, False = none."""
+    check_weights_source(weights_source)
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True:
+        changed = {k: v for k, v in scaled.items() if v is not None}
+        if changed:
+            raise ValueError(
+                f"pretrained=True loads {name}'s published weights, which do not fit a model "
+                f"built with {changed}; pass pretrained= weights made for it"
+            )
+        default = default_weights(name)
+        if default is None:
+            raise ValueError(f"{name} has no default weights; pass pretrained= {how_to_get(name)}")
+        pretrained = default.source
+    return read_pretrained(pretrained, name, weights_source=weights_source)
 
 
 def create_model(
@@ -28,7 +81,8 @@ def create_model(
     *,
     num_classes: int = 1000,
     in_chans: int = 3,
-    pretrained: str | None = None,
+    pretrained: Pretrained = None,
+    weights_source: str = "auto",
     phi: float | None = None,
     alpha: float | None = None,
     beta: float | None = None,
@@ -58,27 +112,33 @@ def create_model(
             when only alpha/beta/gamma are given; ``effnet.scaling.resolve_scaling``).
         width_mult, depth_mult: explicit multipliers that replace the variant's own (not together
             with compound scaling). ``image_size``: the evaluation resolution.
-        pretrained: a weight file (effnet, timm, torchvision or lukemelas format; detected), or
-            ``"timm"`` / ``"torchvision"`` / ``"timm:NAME"`` to download upstream weights.
+        pretrained: ``True``: the model's default weights (``effnet.weights.default_weights``:
+            the pip package for Lite0-2 when installed, else Google's checkpoint via timm,
+            downloaded once); ``False`` / ``None``: none. Or a weight file (effnet, timm,
+            torchvision or lukemelas format; detected), a state dict, ``"pip"``, or ``"timm"`` /
+            ``"torchvision"`` / ``"timm:NAME[.TAG]"`` to download upstream weights.
+        weights_source: how the weights were trained (sets padding, BN eps, mean/std): ``"tf"``
+            (TF-ported: SAME padding, BN eps 1e-3), ``"torch"`` (symmetric padding) or ``"auto"``:
+            detected where the file tells (``effnet.weights.pretrained``); otherwise PyTorch is
+            assumed and a one-line ``WeightsSourceWarning`` says so.
         padding: ``"symmetric"`` (PyTorch) or ``"same"`` (TensorFlow, for TF-trained weights);
             ``None`` picks what the weights need.
         shortcut: ``"projection"`` gives every block without an identity path a 1x1 conv shortcut.
     """
     get_variant(name)  # an unknown name fails before any weights are read
-    weights = None if pretrained is None else read_pretrained(pretrained, name)
+    scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
+    scaled.update(width_mult=width_mult, depth_mult=depth_mult)
+    weights = _pretrained_weights(registry.canonical_name(name), pretrained, weights_source, scaled)
     if weights is not None:  # the numerics the weights were trained with, unless overridden
+        if weights.assumed and (padding is None or bn_eps is None):
+            warnings.warn(weights.assumed, WeightsSourceWarning, stacklevel=2)
         padding = padding or weights.padding
         bn_eps = weights.bn_eps if bn_eps is None else bn_eps
     model = build_model(
         name,
         num_classes=num_classes,
         in_chans=in_chans,
-        phi=phi,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        width_mult=width_mult,
-        depth_mult=depth_mult,
+        **scaled,
         image_size=image_size,
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
@@ -95,12 +155,15 @@ def create_model(
     return EfficientNetFeatures(model, tuple(out_indices)) if features_only else model
 
 
-def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Module:
+def resolve_model(
+    model_or_path: Any, *, pretrained: Pretrained = None, weights_source: str = "auto"
+) -> nn.Module:
     """An ``nn.Module`` as is; an existing path through ``load_model``; otherwise a model name.
 
     A missing path (something with a folder separator or a file suffix) is a
     ``FileNotFoundError``; an unknown name is a ``ValueError`` suggesting close names; files that
     hold programs rather than effnet weights (TorchScript, torch.export, ONNX) are refused.
+    ``pretrained`` / ``weights_source`` go to ``create_model`` for a name.
     """
     if isinstance(model_or_path, nn.Module):
         return model_or_path
@@ -109,13 +172,57 @@ def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Mo
     text = os.fspath(model_or_path)
     path = Path(text)
     if path.exists():
-        if pretrained is not None:
+        if pretrained is not None and pretrained is not False:
             raise ValueError(f"--pretrained applies to model names, not to the file {text!r}")
+        if check_weights_source(weights_source) != "auto":
+            raise ValueError(f"--weights-source applies to --pretrained weights, not to {text!r}")
         refuse_programs(path)
         return load_model(path)
-    if os.sep in text or (os.altsep and os.altsep in text) or path.suffix:
+    if _looks_like_path(text):
         raise FileNotFoundError(f"{text}: no such file or folder")
-    return create_model(text, pretrained=pretrained)
+    return create_model(text, pretrained=pretrained, weights_source=weights_source)
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or bool(os.altsep and os.altsep in text) or bool(Path(text).suffix)
+
+
+def choose_pretrained(
+    model: Any, pretrained: Any = None, *, what: str = "its output", required: bool = True
+) -> Any:
+    """The one rule for the weights a command gives MODEL (``effnet predict``, ``cam``, ``export``).
+
+    A model, file or run folder keeps its own weights (``pretrained`` passes through, so a
+    ``--pretrained`` given with a file is refused later). For a model *name*: ``"none"`` (the
+    CLI's word) means random weights on purpose (returns ``False``); any other ``pretrained`` is a
+    source or file, returned as is. Without one, the model's default weights are used when they
+    are on this machine (``default_weights(name, local_only=True)``: an installed Lite0-2 pip
+    package or an earlier download); nothing is downloaded unless asked for. Otherwise, when
+    random weights would make ``what`` meaningless (``required``: predictions, CAMs), this raises
+    a one-line ``ValueError`` saying how to get weights; else it returns ``False`` and the caller
+    says so with ``random_weights_note`` before its report.
+    """
+    if isinstance(model, nn.Module) or not isinstance(model, str | os.PathLike):
+        return pretrained
+    text = os.fspath(model)
+    if Path(text).exists() or _looks_like_path(text):
+        return pretrained
+    if pretrained is not None:
+        return False if pretrained in ("none", False) else pretrained
+    default = default_weights(text, local_only=True)  # unknown names fail here, with suggestions
+    if default is not None:
+        return default.source
+    if required:
+        raise ValueError(random_weights_note(text, f"random weights make {what} meaningless"))
+    return False
+
+
+def random_weights_note(name: str, consequence: str) -> str:
+    """One line: ``name`` has no default weights here, ``consequence``, and how to get some."""
+    return (
+        f"{name}: no default weights on this machine, and {consequence}; pass --pretrained "
+        f"{how_to_get(name)}, a weight file, or none (random weights on purpose)"
+    )
 
 
 def refuse_programs(path: Path) -> None:

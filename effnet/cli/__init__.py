@@ -18,6 +18,7 @@ import re
 import sys
 
 from effnet import __version__
+from effnet.cli.weights_flags import one_line_warnings
 from effnet.env import MissingDependency, missing_message
 
 # Sub-command modules, in the order `effnet --help` lists them. A module not present yet is
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for check in getattr(args, "checks", ()):  # light checks (files exist) before torch
             check(args)
-        return int(implementation(args.func)(args) or 0)
+        with one_line_warnings(args.command):
+            return int(implementation(args.func)(args) or 0)
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130

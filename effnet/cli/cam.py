@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         target=args.target,
         pretrained=args.pretrained,
+        weights_source=args.weights_source,
         alpha=args.alpha,
         out_dir=out,
     )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
+from effnet.api import choose_pretrained, random_weights_note
 from effnet.deploy.export import TOLERANCE, export
 
 
 def run(args: argparse.Namespace) -> int:
+    pretrained = choose_pretrained(args.model, args.pretrained, required=False)
     result = export(
         args.model,
         args.format,
@@ -16,9 +18,13 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         opset=args.opset,
         verify=args.verify,
-        pretrained=args.pretrained,
+        pretrained=pretrained,
+        weights_source=args.weights_source,
         dynamic_size=args.dynamic_size,
     )
+    if pretrained is False and args.pretrained is None:  # said before the report
+        note = random_weights_note(args.model, "the export has random weights")
+        print(f"effnet export: warning: {note}", file=sys.stderr)
     size = result.path.stat().st_size / 1e6
     print(
         f"wrote {result.path} ({result.format}, {result.image_size}px input, {size:.1f} MB) "
@@ -31,6 +37,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"verified with {runtime}: max abs diff vs PyTorch {checked} (< {TOLERANCE:g})")
     else:
         print("not verified (--no-verify)")
-    if args.pretrained is None and not Path(args.model).exists():
-        print(f"note: {args.model} was exported with random weights (no --pretrained)")
     return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from effnet.api import choose_pretrained
 from effnet.cli import CLIError
 from effnet.deploy.inference import collect_images, predict
 from effnet.env.device import check_device
@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     check_device(args.device, label="--device")
+    pretrained = choose_pretrained(args.model, args.pretrained, what="predictions")
     files = [path for _, path in collect_images(args.images)]  # folders walked once, here
     bar = Progress(len(files), "predict", progress_mode(args.progress))
     try:
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
             topk=args.topk,
             device=args.device,
             batch_size=args.batch_size,
-            pretrained=args.pretrained,
+            pretrained=pretrained,
+            weights_source=args.weights_source,
             on_error="skip",
             progress=lambda n: bar.update(images=n, steps=n),
         )
@@ -59,10 +61,4 @@ def run(args: argparse.Namespace) -> int:
             print(r["image"])
             for t in r["top"]:
                 print(f"  {t['prob'] * 100:6.2f}%  {t['label']} ({t['index']})")
-    if args.pretrained is None and not Path(args.model).exists():
-        print(
-            f"effnet predict: warning: {args.model} has random weights; "
-            "pass --pretrained SRC or a trained model file",
-            file=sys.stderr,
-        )
     return 0

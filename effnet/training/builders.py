@@ -20,6 +20,7 @@ def build_model(cfg: TrainConfig, num_classes: int, class_names: list[str]) -> n
             cfg.model,
             num_classes=num_classes,
             pretrained=cfg.pretrained,
+            weights_source=cfg.weights_source,
             drop_path_rate=cfg.drop_path_rate,
             **kwargs,
         )

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from effnet.registry import get_variant
+from effnet.weights.pretrained import WEIGHTS_SOURCES
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
@@ -44,6 +45,7 @@ class TrainConfig:
     model: str = "efficientnet_b0"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
     pretrained: str | None = None  # any create_model(pretrained=...) source; new head
+    weights_source: str = "auto"  # how --pretrained weights were trained: auto, tf or torch
     image_size: int = 224  # default: the model's published (training) resolution
     crop_pct: float | None = None  # eval crop fraction (default: the model's data config)
     drop_rate: float | None = None  # classifier dropout; None = the variant's default
@@ -241,6 +243,12 @@ def _check_basics(c: TrainConfig) -> None:
     _check(c.augment in AUGMENTS, "augment", c.augment, f"one of {', '.join(AUGMENTS)}")
     _check(c.amp in AMP_MODES, "amp", c.amp, f"one of {', '.join(AMP_MODES)}")
     _check(
+        c.weights_source in WEIGHTS_SOURCES,
+        "weights_source",
+        c.weights_source,
+        f"one of {', '.join(WEIGHTS_SOURCES)}",
+    )
+    _check(
         c.progress in PROGRESS_MODES,
         "progress",
         c.progress,
@@ -318,7 +326,8 @@ def _check_ranges(c: TrainConfig) -> None:
 def _check_model_options(c: TrainConfig) -> None:
     """model_kwargs, freezing and the device."""
     _check(isinstance(c.model_kwargs, dict), "model_kwargs", c.model_kwargs, "a mapping")
-    reserved = {"num_classes", "pretrained", "image_size", "drop_rate", "drop_path_rate", "device"}
+    reserved = {"num_classes", "pretrained", "weights_source", "image_size", "drop_rate"}
+    reserved |= {"drop_path_rate", "device"}
     bad = sorted(reserved & set(c.model_kwargs))
     _check(not bad, "model_kwargs", c.model_kwargs, f"free of {bad} (set them as options)")
     _check(

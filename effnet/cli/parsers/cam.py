@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
+
 EPILOG = """\
 examples:
   effnet cam efficientnet_lite0 cat.jpg --out cams           # real Lite0 weights (pip)
@@ -32,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="class index or name (default: each model's top class)")
     p.add_argument(
         "--pretrained",
-        help="weights for model *names*: pip (default for Lite0-2), timm, torchvision, a file, "
-        "or none (random)",
+        help="weights for model *names*: pip, timm, torchvision, a file or none; "
+        + PRETRAINED_DEFAULT,
     )
+    add_weights_source(p)
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     p.set_defaults(func="effnet.cli.cam:run")

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 
 from effnet.cli.parsers import exists_check
+from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 
 # effnet.deploy.export's FORMATS, DEFAULT_OPSET and TOLERANCE (a test checks that they agree).
 FORMATS = ("onnx", "torchscript", "safetensors", "pt2")
@@ -42,8 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pretrained",
         metavar="SRC",
         default=None,
-        help="weights for a model name: pip, timm, torchvision or a weight file",
+        help="weights for a model name: pip, timm, torchvision, a weight file or none; "
+        + PRETRAINED_DEFAULT,
     )
+    add_weights_source(p)
     p.add_argument(
         "--image-size",
         type=int,

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 
 from effnet.cli.parsers import add_progress, device_check, exists_check, images_check
+from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pretrained",
         metavar="SRC",
         default=None,
-        help="weights for a model name: pip (real Lite0-2), timm, torchvision or a file",
+        help="weights for a model name: pip (real Lite0-2), timm, torchvision, a file or none; "
+        + PRETRAINED_DEFAULT,
     )
+    add_weights_source(p)
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     add_progress(p)

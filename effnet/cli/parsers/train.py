@@ -14,6 +14,7 @@ import yaml
 
 from effnet.cli import CLIError
 from effnet.cli.parsers import device_check
+from effnet.cli.weights_flags import WEIGHTS_SOURCES
 
 EPILOG = """examples:
   effnet train                                   # small B0 on built-in digits, ~3 min on 2 CPUs
@@ -35,6 +36,7 @@ TRAIN_FIELDS: tuple[tuple[str, str, str, str | None], ...] = (
     ("model", "str", "model", None),
     ("model_kwargs", "yaml", "model", "passed to create_model"),
     ("pretrained", "str", "model", "any create_model(pretrained=...) source; new head"),
+    ("weights_source", "str", "model", "how --pretrained weights were trained: auto, tf or torch"),
     ("image_size", "int", "model", "default: the model's published (training) resolution"),
     ("crop_pct", "float", "model", "eval crop fraction (default: the model's data config)"),
     ("drop_rate", "float", "model", "classifier dropout; None = the variant's default"),
@@ -156,6 +158,7 @@ CHOICES = {
     "augment": ("none", "basic", "randaugment", "autoaugment"),
     "amp": ("none", "bf16", "fp16"),
     "progress": ("auto", "bar", "log", "none"),
+    "weights_source": WEIGHTS_SOURCES,
 }
 MODEL_KWARGS_FLAGS = ("width_mult", "depth_mult")  # shorthands that merge into model_kwargs
 

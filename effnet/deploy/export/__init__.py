@@ -51,13 +51,15 @@ def export(
     image_size: int | None = None,
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
-    pretrained: str | None = None,
+    pretrained: Any = None,
+    weights_source: str = "auto",
     dynamic_size: bool = False,
 ) -> ExportResult:
     """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    model = resolve_model(model_or_path, pretrained=pretrained)  # refuses ONNX inputs too
+    # refuses ONNX inputs too
+    model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     output = Path(output)
     if output.is_dir():
         raise IsADirectoryError(f"{output} is a folder; give a file name, e.g. model.{format}")
@@ -92,7 +94,8 @@ def export_model(
     image_size: int | None = None,
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
-    pretrained: str | None = None,
+    pretrained: Any = None,
+    weights_source: str = "auto",
     dynamic_size: bool = False,
 ) -> Path:
     """Export a model (or a name / model file / run folder) to ``output``; returns the path.
@@ -103,7 +106,8 @@ def export_model(
         image_size: the export resolution; default the model's data-config resolution.
         opset: ONNX opset version.
         verify: reload the file and compare with PyTorch at batch 1 and 3 (< 1e-4).
-        pretrained: weights for a model *name* (``"pip"``, ``"timm"``, a file, ...).
+        pretrained: weights for a model *name* (``"pip"``, ``"timm"``, a file, ...);
+            ``weights_source``: ``"auto"`` / ``"tf"`` / ``"torch"`` (see ``create_model``).
         dynamic_size: ONNX only: height and width dynamic too (multiples of 32 for TF "same"
             padding models), verified at a second size.
     """
@@ -115,6 +119,7 @@ def export_model(
         opset=opset,
         verify=verify,
         pretrained=pretrained,
+        weights_source=weights_source,
         dynamic_size=dynamic_size,
     ).path
 
