@@ -79,7 +79,7 @@ def _pretrained_weights(
 def create_model(
     name: str,
     *,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     in_chans: int = 3,
     pretrained: Pretrained = None,
     weights_source: str = "auto",
@@ -121,6 +121,9 @@ def create_model(
             (TF-ported: SAME padding, BN eps 1e-3), ``"torch"`` (symmetric padding) or ``"auto"``:
             detected where the file tells (``effnet.weights.pretrained``); otherwise PyTorch is
             assumed and a one-line ``WeightsSourceWarning`` says so.
+        num_classes: the classifier's outputs. ``None`` (default): the weights' own classifier
+            (a fine-tuned file keeps its classes and class names), else 1000. A number that
+            differs from the weights' gives a new, freshly initialised head (fine-tuning).
         padding: ``"symmetric"`` (PyTorch) or ``"same"`` (TensorFlow, for TF-trained weights);
             ``None`` picks what the weights need.
         shortcut: ``"projection"`` gives every block without an identity path a 1x1 conv shortcut.
@@ -134,6 +137,9 @@ def create_model(
             warnings.warn(weights.assumed, WeightsSourceWarning, stacklevel=2)
         padding = padding or weights.padding
         bn_eps = weights.bn_eps if bn_eps is None else bn_eps
+    if num_classes is None:
+        head = weights.state_dict.get("classifier.weight") if weights is not None else None
+        num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
     model = build_model(
         name,
         num_classes=num_classes,

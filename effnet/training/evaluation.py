@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from effnet.api import resolve_model
-from effnet.data.datasets import ImageFiles, load_data, subset
+from effnet.data.datasets import ImageFiles, TensorImages, load_data, subset
 from effnet.data.loaders import eval_loader
 from effnet.data.transforms import eval_transform
 from effnet.env import pyplot
@@ -73,6 +73,7 @@ def evaluate_checkpoint(
     max_samples: int = 0,
     progress: str = "none",
     pretrained: Any = None,
+    weights_source: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (model file, training checkpoint, run folder, or a model name with
     ``pretrained`` weights, as timm's validate.py does) on ``data``.
@@ -89,19 +90,21 @@ def evaluate_checkpoint(
     ImageNet weights) a folder of 1000 WordNet-id class folders, whose sorted order is the
     ImageNet class index order (as timm and torchvision assume).
     """
-    if split not in ("val", "train"):
-        raise ValueError(f"split must be 'val' or 'train', got {split!r}")
+    if split not in ("val", "train", "all"):
+        raise ValueError(f"split must be 'val', 'train' or 'all', got {split!r}")
     opts = split_options(checkpoint, data, val_fraction, seed, image_size)
-    if pretrained is None and isinstance(checkpoint, str) and not Path(checkpoint).exists():
+    named = isinstance(checkpoint, str) and not Path(checkpoint).exists()
+    if named and pretrained in (None, False):
         raise ValueError(
             f"{checkpoint}: a model name needs weights to evaluate (random weights score chance); "
             "give pretrained= / --pretrained SOURCE (pip, timm, torchvision or a file)"
         )
-    model = resolve_model(checkpoint, pretrained=pretrained).to(device).eval()
+    model = resolve_model(checkpoint, pretrained=pretrained, weights_source=weights_source)
+    model = model.to(device).eval()
     accelerate(model)  # effnet's fast inference paths
     ds_all = load_data(opts["data"], val_fraction=opts["val_fraction"], seed=opts["seed"])
     names = _check_classes(checkpoint, model, ds_all, opts["data"])
-    ds = ds_all.val if split == "val" else ds_all.train
+    ds = {"val": ds_all.val, "train": ds_all.train}.get(split) or _whole(ds_all)
     ds = subset(ds, max_samples, opts["seed"] + 1)
     ds.transform = eval_transform(model.pretrained_cfg, image_size)
     loader = eval_loader(ds, batch_size=batch_size, workers=workers)
@@ -149,6 +152,16 @@ def fresh_paths(out: Path, stem: str) -> tuple[Path, Path]:
         n += 1
         name = f"{base}-{n}"
     return out / f"{name}.json", out / f"{name}.png"
+
+
+def _whole(split_data) -> ImageFiles | TensorImages:
+    """Every image of a dataset: its train and validation parts together."""
+    tr, va = split_data.train, split_data.val
+    if isinstance(tr, ImageFiles) and isinstance(va, ImageFiles):
+        return ImageFiles(tr.samples + va.samples)
+    if isinstance(tr, TensorImages) and isinstance(va, TensorImages):
+        return TensorImages(torch.cat([tr.images, va.images]), tr.targets + va.targets)
+    raise ValueError("split='all' needs an image folder or digits")
 
 
 def _check_classes(checkpoint, model, ds_all, data) -> list[str]:

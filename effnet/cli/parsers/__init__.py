@@ -9,6 +9,7 @@ may list ``checks``: light functions of the parsed arguments, run first, that ra
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def device_check(*, auto: bool = False) -> Callable[[argparse.Namespace], None]:
 
 
 def looks_like_file(arg: str) -> bool:
-    """True for an argument that can only be a model file (by its suffix), not a name."""
-    return Path(arg).suffix.lower() in (*MODEL_SUFFIXES, ".onnx")
+    """True for an argument that can only be a model file or folder (by its suffix, or a folder
+    separator), not a model name."""
+    has_sep = "/" in arg or (os.sep in arg) or (os.altsep is not None and os.altsep in arg)
+    return has_sep or Path(arg).suffix.lower() in (*MODEL_SUFFIXES, ".onnx")
 
 
 def exists_check(dest: str, *, only_files: bool = False) -> Callable[[argparse.Namespace], None]:

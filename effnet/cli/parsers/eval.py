@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from effnet.cli.parsers import add_progress, device_check, exists_check
+from effnet.cli.weights_flags import add_weights_source
 
 
 def register(sub) -> None:
@@ -20,11 +21,18 @@ def register(sub) -> None:
     p.add_argument(
         "--pretrained",
         metavar="SOURCE",
-        help="weights for a model name: pip, timm, torchvision or a file",
+        help="weights for a model name: pip, timm, torchvision or a file (default: its default "
+        "weights when installed; none = random)",
     )
+    add_weights_source(p)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     p.add_argument("--data", help="dataset (default: the run's; digits outside a run)")
-    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument(
+        "--split",
+        choices=("val", "train", "all"),
+        help="which images: the validation split (default for runs and files, and for names when "
+        "the data has a val/ folder), train, or all (default for a model name otherwise)",
+    )
     p.add_argument("--seed", type=int, help="seed of the train/val split (default: the run's, 0)")
     p.add_argument(
         "--val-fraction", type=float, help="held-out share, in (0, 1) (default: the run's, 0.2)"
