@@ -307,8 +307,10 @@ class EfficientNet(nn.Module):
         self._sync_cfg()
 
     def _new_classifier(self, num_classes: int, in_features: int) -> nn.Module:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if not num_classes:
             return nn.Identity()
         param = next(self.parameters(), None)  # the new head lives where the model does
