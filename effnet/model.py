@@ -426,6 +426,8 @@ class EfficientNet(nn.Module):
 
     def _sync_cfg(self) -> None:
         """Keep timm's architecture keys of ``pretrained_cfg`` true to the model."""
+        for key in ARCH_CFG_KEYS:  # pool_size goes with an input_size that went
+            self._cfg.pop(key, None)
         self._cfg.update(arch_cfg(self.num_classes, self._cfg.get("input_size")))
 
     @classmethod
@@ -490,6 +492,11 @@ def _checkpointed(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # Non-reentrant checkpointing restores the RNG state, so drop-path masks match; the
     # recompute must not count the batch twice in the BN running statistics.
     return checkpoint(stage, x, use_reentrant=False, context_fn=partial(_recompute_ctx, stage))
+
+
+# The keys of ``pretrained_cfg`` that describe the architecture, not the data: always
+# recomputed from the model, so model files do not store them.
+ARCH_CFG_KEYS = ("first_conv", "classifier", "num_classes", "pool_size")
 
 
 def arch_cfg(num_classes: int, input_size: Any = None) -> dict[str, Any]:
