@@ -35,10 +35,16 @@ _LAZY = {
 }
 
 
+# Submodules reachable as attributes without importing them first (``effnet.convert.to_timm``).
+_SUBMODULES = ("convert",)
+
+
 def __getattr__(name: str):
     module = _LAZY.get(name)
-    if module is None:
+    if module is None and name not in _SUBMODULES:
         raise AttributeError(f"module 'effnet' has no attribute {name!r}")
     import importlib
 
+    if module is None:
+        return importlib.import_module(f"effnet.{name}")
     return getattr(importlib.import_module(module), name)

@@ -1,4 +1,5 @@
-"""`effnet export MODEL --format onnx|torchscript|safetensors|pt2 --output PATH`."""
+"""`effnet export MODEL --format FORMAT --output PATH` (onnx, torchscript, safetensors, pt2,
+timm, torchvision)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from effnet.deploy.export import DEFAULT_OPSET, FORMATS, TOLERANCE, export
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a model to ONNX, TorchScript, safetensors or torch.export, verified",
+        help="export a model to ONNX, TorchScript, safetensors, torch.export, or timm / "
+        "torchvision weights, verified",
         description=textwrap.fill(
             "Export a model and check the exported file against PyTorch at batch 1 and 3 "
             f"(max abs diff < {TOLERANCE:g}). The file is written atomically: a failed export or "
