@@ -243,7 +243,7 @@ def test_forward_intermediates_refuses_bad_arguments():
     [
         {"indices": [1, 3]},
         {"indices": 1, "prune_head": False},
-        {"indices": 2, "prune_head": False},
+        {"indices": [1, 2], "prune_head": False},
         {"indices": [0, 3], "extra_blocks": True},
     ],
 )
