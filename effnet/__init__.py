@@ -41,16 +41,22 @@ _LAZY = {
 }
 
 
+# Submodules reachable as attributes without importing them first (``effnet.convert.to_timm``).
+_SUBMODULES = ("convert",)
+
+
 def __getattr__(name: str):
     module = _LAZY.get(name)
-    if module is None:
+    if module is None and name not in _SUBMODULES:
         raise AttributeError(f"module 'effnet' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    value = importlib.import_module(f"effnet.{name}") if module is None else None
+    if value is None:
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

@@ -98,6 +98,7 @@ def create_model(
     bn_momentum: float | None = None,
     padding: str | None = None,
     shortcut: str = "identity",
+    global_pool: str = "avg",
     features_only: bool = False,
     out_indices: tuple[int, ...] = (0, 1, 2, 3, 4),
     device: str | torch.device | None = None,
@@ -127,6 +128,9 @@ def create_model(
         padding: ``"symmetric"`` (PyTorch) or ``"same"`` (TensorFlow, for TF-trained weights);
             ``None`` picks what the weights need.
         shortcut: ``"projection"`` gives every block without an identity path a 1x1 conv shortcut.
+        global_pool: the head's pooling, by timm's names: ``"avg"``, ``"max"``, ``"avgmax"``,
+            ``"catavgmax"`` (twice the features) or ``""`` (none: with ``num_classes=0``,
+            ``forward`` returns the feature map).
     """
     get_variant(name)  # an unknown name fails before any weights are read
     scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
@@ -154,6 +158,7 @@ def create_model(
         bn_momentum=bn_momentum,
         padding=padding,
         shortcut=shortcut,
+        global_pool=global_pool,
         device=device,
     )
     if weights is not None:

@@ -245,6 +245,7 @@ def build_model(
     bn_momentum: float | None = None,
     padding: str | None = None,
     shortcut: str = "identity",
+    global_pool: str = "avg",
     device: str | torch.device | None = None,
 ) -> EfficientNet:
     """A registered architecture with fresh weights and the variant's data config.
@@ -268,7 +269,9 @@ def build_model(
     )
     drop = variant.dropout if drop_rate is None else drop_rate
     with torch.device(device) if device is not None else nullcontext():
-        model = EfficientNet(model_plan, num_classes, in_chans, drop, name=name)
+        model = EfficientNet(
+            model_plan, num_classes, in_chans, drop, name=name, global_pool=global_pool
+        )
     model.pretrained_cfg = variant.data_config(res)
     return model
 
@@ -285,6 +288,6 @@ def data_config(model_or_name: nn.Module | str) -> dict[str, Any]:
             "train_size": variant.train_resolution or variant.resolution,
         }
     cfg = getattr(model_or_name, "pretrained_cfg", None)
-    if not cfg:
+    if not cfg or "input_size" not in cfg:  # architecture keys alone say nothing of the data
         raise ValueError("this model carries no data config; build it with effnet.create_model")
     return dict(cfg)

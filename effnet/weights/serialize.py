@@ -23,7 +23,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from effnet.model import BuildRecord, EfficientNet
+from effnet.model import ARCH_CFG_KEYS, BuildRecord, EfficientNet
 from effnet.registry import build_model
 from effnet.weights.integrity import SAFETENSORS_KEY, safetensors_digest, seal_checkpoint
 from effnet.weights.loading import METADATA_KEY, checkpoint_metadata, read_safetensors, torch_load
@@ -83,9 +83,11 @@ def clean_data_config(cfg: Any) -> dict[str, Any]:
     """A data config as models carry it; ``input_size`` is the model's one image size.
 
     effnet 0.1 also stored ``train_size`` (its recipe's training resolution, stale once a run
-    trained at another size); it is dropped.
+    trained at another size); it is dropped, and so are timm's architecture keys
+    (``ARCH_CFG_KEYS``), which the model recomputes.
     """
-    out = {k: v for k, v in dict(cfg or {}).items() if k != "train_size"}
+    drop = ("train_size", *ARCH_CFG_KEYS)
+    out = {k: v for k, v in dict(cfg or {}).items() if k not in drop}
     for key in ("input_size", "mean", "std"):  # JSON gives lists; models carry tuples
         if isinstance(out.get(key), list):
             out[key] = tuple(out[key])

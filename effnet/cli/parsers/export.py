@@ -9,7 +9,7 @@ from effnet.cli.parsers import exists_check
 from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
 
 # effnet.deploy.export's FORMATS, DEFAULT_OPSET and TOLERANCE (a test checks that they agree).
-FORMATS = ("onnx", "torchscript", "safetensors", "pt2")
+FORMATS = ("onnx", "torchscript", "safetensors", "pt2", "timm", "torchvision")
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
 

@@ -1,4 +1,5 @@
-"""Export effnet models to ONNX, TorchScript, safetensors or ``torch.export`` (pt2), verified.
+"""Export effnet models to ONNX, TorchScript, safetensors or ``torch.export`` (pt2), or their
+weights in timm's or torchvision's names (``timm`` / ``torchvision``), verified.
 
 ``export_model`` takes a model, a registered name or an effnet model file / run folder, writes
 the file atomically (a failed export or verification leaves nothing behind), and with
@@ -26,9 +27,10 @@ from effnet.deploy.export.onnx import (
 )
 from effnet.deploy.export.pt2 import export_pt2
 from effnet.deploy.export.torchscript import export_torchscript
+from effnet.deploy.export.upstream import export_upstream
 from effnet.weights.serialize import load_model, save_model
 
-FORMATS = ("onnx", "torchscript", "safetensors", "pt2")
+FORMATS = ("onnx", "torchscript", "safetensors", "pt2", "timm", "torchvision")
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -76,9 +78,11 @@ def export(
             return export_pt2(model, output, image_size, verify=verify)
         if image_size is not None:
             raise ValueError(
-                f"image_size applies to graph formats, not safetensors (got {image_size}); "
+                f"image_size applies to graph formats, not {format} (got {image_size}); "
                 "the weights run at any resolution"
             )
+        if format in ("timm", "torchvision"):
+            return export_upstream(model, output, format, verify=verify)
         return _export_safetensors(model, output, verify=verify)
     except (PermissionError, FileNotFoundError, IsADirectoryError):
         raise
@@ -102,7 +106,9 @@ def export_model(
 
     Args:
         format: ``onnx`` (dynamic batch, metadata props), ``torchscript`` (traced),
-            ``safetensors`` (effnet's own model file) or ``pt2`` (``torch.export``).
+            ``safetensors`` (effnet's own model file), ``pt2`` (``torch.export``), or ``timm`` /
+            ``torchvision``: a state dict in their names (safetensors, or torch.save for a
+            ``.pth`` name) for ``effnet.convert.timm_name`` / ``torchvision_name``'s model.
         image_size: the export resolution; default the model's data-config resolution.
         opset: ONNX opset version.
         verify: reload the file and compare with PyTorch at batch 1 and 3 (< 1e-4).
