@@ -4,6 +4,7 @@ Most run ``effnet.cli.main`` in-process (the same code path as the console scrip
 interpreter start); two run ``python -m effnet`` to prove no traceback escapes end to end.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -328,3 +329,25 @@ def test_trained_run_exports_and_predicts_with_its_class_names(capsys, tmp_path)
         assert {t["label"] for t in a["top"]} <= {str(d) for d in range(10)}
         assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
         assert np.allclose([t["prob"] for t in a["top"]], [t["prob"] for t in b["top"]], atol=1e-5)
+
+
+def test_predict_json_keeps_failed_images_and_csv_writes_a_table(
+    capsys, tmp_path, model_file, image
+):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a_good.png").write_bytes(image.read_bytes())
+    (folder / "b_bad.jpg").write_bytes(b"garbage")
+    table = tmp_path / "out.csv"
+    code, out, err = run(capsys, "predict", model_file, folder, "--json", "--topk", "2",
+                         "--csv", table)
+    assert code == 0, err
+    good, bad = json.loads(out)
+    assert good["image"].endswith("a_good.png") and len(good["top"]) == 2
+    assert bad["image"].endswith("b_bad.jpg") and "error" in bad and "top" not in bad
+    rows = list(csv.DictReader(table.open()))
+    assert [(Path(r["image"]).name, r["rank"]) for r in rows] == [
+        ("a_good.png", "1"), ("a_good.png", "2"), ("b_bad.jpg", "")
+    ]
+    assert rows[0]["label"] == good["top"][0]["label"] and rows[2]["error"]
+    assert float(rows[0]["prob"]) == pytest.approx(good["top"][0]["prob"])

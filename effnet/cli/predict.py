@@ -6,14 +6,17 @@ The parser is ``effnet.cli.parsers.predict``; progress goes to stderr, results t
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from pathlib import Path
 
 from effnet.api import choose_pretrained
 from effnet.cli import CLIError
 from effnet.deploy.inference import collect_images, predict
 from effnet.env.device import check_device
 from effnet.training.report import Progress, progress_mode
+from effnet.weights.serialize import atomic_write
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,11 +57,32 @@ def run(args: argparse.Namespace) -> int:
             f"effnet predict: skipped {len(failed)} unreadable of {len(results)} images",
             file=sys.stderr,
         )
+    if args.csv:
+        write_csv(args.csv, results)
     if args.json:
-        print(json.dumps(done, indent=2))
+        print(json.dumps(results, indent=2))  # failed images stay, as {"image", "error"}
     else:
         for r in done:
             print(r["image"])
             for t in r["top"]:
                 print(f"  {t['prob'] * 100:6.2f}%  {t['label']} ({t['index']})")
     return 0
+
+
+def write_csv(path: str, results: list[dict]) -> None:
+    """One row per (image, rank); an unreadable image gets one row with its error."""
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append({"image": r["image"], "error": r["error"]})
+        for rank, t in enumerate(r.get("top", ()), 1):
+            rows.append({"image": r["image"], "rank": rank, **t})
+    fields = ["image", "rank", "index", "label", "prob", "error"]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(Path(path), write)

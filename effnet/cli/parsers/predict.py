@@ -34,7 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes per image (default 5)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON (an unreadable image is an {image, error} entry)",
+    )
+    p.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="also write a table: image, rank, index, label, prob (or an error)",
+    )
     p.add_argument(
         "--pretrained",
         metavar="SRC",
