@@ -2,22 +2,6 @@
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "accelerate",
-    "compound_coefficients",
-    "create_model",
-    "data_config",
-    "list_models",
-    "load_model",
-    "model_info",
-    "plan",
-    "round_channels",
-    "round_repeats",
-    "save_model",
-]
-
-
 # Every name loads on first use, so that `import effnet` (and the command line's argument
 # parsing) does not import torch: public name -> defining module.
 _LAZY = {
@@ -38,11 +22,26 @@ _LAZY = {
     "optimize_for_inference": "effnet.deploy.optimize",
     "scale": "effnet.lab.scale",
     "train": "effnet.training",
+    "create_transform": "effnet.api",
+    "choose_pretrained": "effnet.api",
+    "evaluate_checkpoint": "effnet.training",
+    "Callback": "effnet.training",
+    "TrainConfig": "effnet.training",
+    "cam_images": "effnet.analysis.cam",
+    "cam_grid": "effnet.analysis.cam",
+    "search": "effnet.lab.search",
+    "sweep": "effnet.lab.sweep",
+    "weight_sources": "effnet.weights",
+    "default_weights": "effnet.weights",
 }
 
 
 # Submodules reachable as attributes without importing them first (``effnet.convert.to_timm``).
 _SUBMODULES = ("convert",)
+
+# Every public name: the version, the submodules above and the lazy table (a test checks that
+# each one resolves, and that dir(effnet) lists them).
+__all__ = ["__version__", *_SUBMODULES, *sorted(_LAZY)]
 
 
 def __getattr__(name: str):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from effnet import registry
+from effnet.data.transforms import eval_transform, train_transform
 from effnet.model import EfficientNetFeatures
 from effnet.registry import build_model, get_variant
 from effnet.weights.catalog import default_weights, how_to_get, weight_sources
@@ -35,6 +36,7 @@ from effnet.weights.serialize import load_model, save_model
 __all__ = [
     "choose_pretrained",
     "create_model",
+    "create_transform",
     "list_models",
     "load_model",
     "random_weights_note",
@@ -74,6 +76,20 @@ def _pretrained_weights(
             raise ValueError(f"{name} has no default weights; pass pretrained= {how_to_get(name)}")
         pretrained = default.source
     return read_pretrained(pretrained, name, weights_source=weights_source)
+
+
+def _weights_numerics(weights, padding, bn_eps, num_classes) -> tuple:
+    """Padding and BN eps the weights were trained with (unless overridden; a one-line warning
+    where the source was assumed), and their classifier's size when ``num_classes`` is None."""
+    if weights is not None:
+        if weights.assumed and (padding is None or bn_eps is None):
+            warnings.warn(weights.assumed, WeightsSourceWarning, stacklevel=3)
+        padding = padding or weights.padding
+        bn_eps = weights.bn_eps if bn_eps is None else bn_eps
+    if num_classes is None:
+        head = weights.state_dict.get("classifier.weight") if weights is not None else None
+        num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    return padding, bn_eps, num_classes
 
 
 def create_model(
@@ -122,9 +138,8 @@ def create_model(
             (TF-ported: SAME padding, BN eps 1e-3), ``"torch"`` (symmetric padding) or ``"auto"``:
             detected where the file tells (``effnet.weights.pretrained``); otherwise PyTorch is
             assumed and a one-line ``WeightsSourceWarning`` says so.
-        num_classes: the classifier's outputs. ``None`` (default): the weights' own classifier
-            (a fine-tuned file keeps its classes and class names), else 1000. A number that
-            differs from the weights' gives a new, freshly initialised head (fine-tuning).
+        num_classes: ``None``: the weights' own classifier (a fine-tuned file keeps its classes
+            and names), else 1000; a number unlike the weights' gives a new head (fine-tuning).
         padding: ``"symmetric"`` (PyTorch) or ``"same"`` (TensorFlow, for TF-trained weights);
             ``None`` picks what the weights need.
         shortcut: ``"projection"`` gives every block without an identity path a 1x1 conv shortcut.
@@ -136,14 +151,7 @@ def create_model(
     scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
     scaled.update(width_mult=width_mult, depth_mult=depth_mult)
     weights = _pretrained_weights(registry.canonical_name(name), pretrained, weights_source, scaled)
-    if weights is not None:  # the numerics the weights were trained with, unless overridden
-        if weights.assumed and (padding is None or bn_eps is None):
-            warnings.warn(weights.assumed, WeightsSourceWarning, stacklevel=2)
-        padding = padding or weights.padding
-        bn_eps = weights.bn_eps if bn_eps is None else bn_eps
-    if num_classes is None:
-        head = weights.state_dict.get("classifier.weight") if weights is not None else None
-        num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    padding, bn_eps, num_classes = _weights_numerics(weights, padding, bn_eps, num_classes)
     model = build_model(
         name,
         num_classes=num_classes,
@@ -252,3 +260,31 @@ def refuse_programs(path: Path) -> None:
         raise ValueError(
             f"{path} is {kind}; effnet reads effnet model files, run folders and .onnx files"
         )
+
+
+def create_transform(model_or_cfg: Any, train: bool = False, image_size: int | None = None, **aug):
+    """The preprocessing a model ships with, as a torchvision ``transforms.v2`` pipeline.
+
+    ``model_or_cfg``: a model (its ``pretrained_cfg``: the weights' own mean/std, crop and
+    interpolation), a data config dict (``effnet.data_config(name)``), or a model name.
+    ``train=False`` gives the evaluation transform (resize, centre crop, normalise) that
+    ``effnet predict`` and ``eval`` use; ``train=True`` the training one (random resized crop,
+    flip; ``aug`` takes ``augment``, ``hflip``, ``scale_min``, ``magnitude`` as in training).
+    ``image_size`` defaults to the config's input size.
+    """
+    if isinstance(model_or_cfg, nn.Module):
+        cfg = dict(getattr(model_or_cfg, "pretrained_cfg", None) or {})
+    elif isinstance(model_or_cfg, Mapping):
+        cfg = dict(model_or_cfg)
+    elif isinstance(model_or_cfg, str):
+        cfg = registry.data_config(model_or_cfg)
+    else:
+        raise ValueError(f"expected a model, a data config or a model name, got {model_or_cfg!r}")
+    missing = [k for k in ("input_size", "mean", "std") if k not in cfg]
+    if missing:
+        raise ValueError(f"data config lacks {', '.join(missing)}")
+    if not train:
+        if aug:
+            raise ValueError(f"augmentation options apply to train=True, got {sorted(aug)}")
+        return eval_transform(cfg, image_size)
+    return train_transform(cfg, image_size or cfg["input_size"][-1], **aug)

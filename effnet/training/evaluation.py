@@ -93,12 +93,7 @@ def evaluate_checkpoint(
     if split not in ("val", "train", "all"):
         raise ValueError(f"split must be 'val', 'train' or 'all', got {split!r}")
     opts = split_options(checkpoint, data, val_fraction, seed, image_size)
-    named = isinstance(checkpoint, str) and not Path(checkpoint).exists()
-    if named and pretrained in (None, False):
-        raise ValueError(
-            f"{checkpoint}: a model name needs weights to evaluate (random weights score chance); "
-            "give pretrained= / --pretrained SOURCE (pip, timm, torchvision or a file)"
-        )
+    _check_weights(checkpoint, pretrained)
     model = resolve_model(checkpoint, pretrained=pretrained, weights_source=weights_source)
     model = model.to(device).eval()
     accelerate(model)  # effnet's fast inference paths
@@ -140,6 +135,15 @@ def evaluate_checkpoint(
         atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
         plot_confusion(conf, names, png_path)
     return result
+
+
+def _check_weights(checkpoint: Any, pretrained: Any) -> None:
+    named = isinstance(checkpoint, str) and not Path(checkpoint).exists()
+    if named and pretrained in (None, False):
+        raise ValueError(
+            f"{checkpoint}: a model name needs weights to evaluate (random weights score chance); "
+            "give pretrained= / --pretrained SOURCE (pip, timm, torchvision or a file)"
+        )
 
 
 def fresh_paths(out: Path, stem: str) -> tuple[Path, Path]:

@@ -55,11 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="intra-op threads for torch and ONNX Runtime (default: torch's)",
     )
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        help="list every candidate pair's ratios with their per-repetition spread",
-    )
+    p.add_argument("--verbose", action="store_true", help="every pair's ratios and their spread")
     p.add_argument(
         "--against",
         default="",
