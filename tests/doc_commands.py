@@ -72,7 +72,8 @@ class DocCommand:
 
     @property
     def command(self) -> str | None:
-        return self.argv[0] if self.argv else None
+        """The sub-command (None for ``effnet`` alone or a top-level option like ``--help``)."""
+        return self.argv[0] if self.argv and not self.argv[0].startswith("-") else None
 
     def resolved(self, tiny: list[str] = ()) -> list[str]:
         """argv with documented placeholder paths mapped to the workspace, plus ``tiny`` flags."""
