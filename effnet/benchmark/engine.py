@@ -39,6 +39,7 @@ import effnet
 from effnet.deploy.optimize import optimize_for_inference
 from effnet.env import require
 from effnet.fast import accelerate
+from effnet.registry import canonical_name
 
 PEERS = ("timm", "torchvision", "onnxruntime")
 MODES = ("infer", "train", "both")
@@ -585,6 +586,7 @@ def run_benchmark(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Benchmark ``name`` and its peers; returns a JSON-ready dict (see ``format_report``)."""
+    name = canonical_name(name)  # EfficientNet-B0 -> efficientnet_b0, also for the peers' names
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bad = [p for p in against if p not in PEERS]

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from effnet.registry import get_variant
+from effnet.registry import canonical_name, get_variant
 from effnet.weights.pretrained import WEIGHTS_SOURCES
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
@@ -194,6 +194,8 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     if values.get("model_kwargs") is None:
         values["model_kwargs"] = {}
     values["loggers"] = _names(values.get("loggers"))
+    if isinstance(values.get("model"), str):  # efficientnet-lite0 -> efficientnet_lite0
+        values["model"] = canonical_name(values["model"])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
