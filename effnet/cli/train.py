@@ -135,8 +135,12 @@ def main(args) -> int:
         # Under torchrun a dead peer surfaces here as a gloo/nccl error: say so in one line;
         # the last checkpoint is intact and --resume continues.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        peer = type(e).__name__ == "DistBackendError" or any(
+            w in str(e).lower() for w in ("gloo", "nccl", "connection", "peer", "timed out")
+        )
+        what = "a peer process failed" if peer else "training failed on this process"
         print(
-            f"effnet train: rank {os.environ.get('RANK', '?')}: a peer process failed "
+            f"effnet train: rank {os.environ.get('RANK', '?')}: {what} "
             f"({first[:200]}); continue with --resume RUN_DIR",
             file=sys.stderr,
         )
