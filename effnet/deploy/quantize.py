@@ -64,14 +64,14 @@ class QuantizeReport:
     per_channel: bool
     keep_float: tuple[str, ...]
     image_size: int
-    calibration_images: int
-    skipped_images: int
-    float_nodes: int  # nodes left in float by keep_float
-    qdq_nodes: int  # QuantizeLinear + DequantizeLinear nodes in the written graph
-    agreement: float  # top-1 agreement with fp32 on the calibration images, in [0, 1]
-    max_logit_diff: float
-    fp32_bytes: int
-    int8_bytes: int
+    calibration_images: int = 0
+    skipped_images: int = 0
+    float_nodes: int = 0  # nodes left in float by keep_float
+    qdq_nodes: int = 0  # QuantizeLinear + DequantizeLinear nodes in the written graph
+    agreement: float = 0.0  # top-1 agreement with fp32 on the calibration images, in [0, 1]
+    max_logit_diff: float = 0.0
+    fp32_bytes: int = 0
+    int8_bytes: int = 0
     seconds: float = 0.0
     eval: dict[str, Any] = field(default_factory=dict)  # with eval=DATA: see evaluate_pair
 
@@ -121,10 +121,8 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="effnet-quant-") as tmpdir:
         fp32 = Path(tmpdir) / "fp32.onnx"
         export_onnx(model, fp32, size)
-        report = QuantizeReport(
-            output, method, per_channel, keep, size, len(calib), skipped, 0, 0, 0.0, 0.0,
-            fp32.stat().st_size, 0,
-        )
+        report = QuantizeReport(output, method, per_channel, keep, size, len(calib), skipped)
+        report.fp32_bytes = fp32.stat().st_size
 
         def write(tmp: str) -> None:
             _quantize(fp32, tmp, calib, report)
