@@ -223,6 +223,7 @@ MINIMAL_ARGV = {  # a valid command line per command, to which a bad flag is add
     "models": [],
     "info": ["efficientnet_b0"],
     "export": ["efficientnet_b0", "-f", "onnx", "-o", "x.onnx"],
+    "quantize": ["efficientnet_b0", "--calibrate", "digits", "-o", "x.onnx"],
     "benchmark": ["efficientnet_b0"],
     "scale": ["efficientnet_b0"],
     "search": [],

@@ -31,6 +31,7 @@ COMMANDS = (
     "models",
     "info",
     "export",
+    "quantize",
     "benchmark",
     "scale",
     "search",

