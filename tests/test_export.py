@@ -279,3 +279,22 @@ def test_every_variant_exports_to_onnx(tmp_path, name):
     model = _well_conditioned(effnet.create_model(name).eval())
     result = export(model, "onnx", tmp_path / "m.onnx", image_size=SIZE)
     assert max(result.max_abs_diff.values()) < 1e-4
+
+
+def test_verification_bound_scales_with_the_logits():
+    """A trained model's logits of 10-30 carry fp32 reassociation errors of a few 1e-4 (another
+    runtime's conv algorithm); the bound is 1e-4 x the largest |logit|, so those pass while a
+    real fault (a 1% error) is still refused."""
+    from effnet.deploy.export.common import compare
+
+    class Big(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * 0 + 20.0  # logits of 20
+
+    model = Big()
+    diffs = compare(model, lambda x: model(x) + 3e-4, 3, 8)  # 1.5e-5 relative: fine
+    assert max(diffs.values()) == pytest.approx(3e-4, rel=1e-2)  # float32 rounding at 20
+    with pytest.raises(ValueError, match="not written"):
+        compare(model, lambda x: model(x) * 1.01, 3, 8)
+    with pytest.raises(ValueError, match="not written"):  # small logits: the absolute 1e-4 holds
+        compare(lambda x: x.mean(dim=(2, 3)), lambda x: x.mean(dim=(2, 3)) + 2e-4, 3, 8)

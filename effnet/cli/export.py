@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         checked = ", ".join(f"batch {b}: {d:.2e}" for b, d in result.max_abs_diff.items())
         runtime = "onnxruntime" if result.format == "onnx" else "the reloaded file"
         checked += "".join(f", size {s} (batch 2): {d:.2e}" for s, d in result.size_diffs.items())
-        print(f"verified with {runtime}: max abs diff vs PyTorch {checked} (< {TOLERANCE:g})")
+        bound = f"< {TOLERANCE:g} x max(1, largest |logit|)"
+        print(f"verified with {runtime}: max abs diff vs PyTorch {checked} ({bound})")
     else:
         print("not verified (--no-verify)")
     return 0

@@ -20,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export a model to ONNX, TorchScript, safetensors or torch.export, verified",
         description=textwrap.fill(
             "Export a model and check the exported file against PyTorch at batch 1 and 3 "
-            f"(max abs diff < {TOLERANCE:g}). The file is written atomically: a failed export or "
-            "verification leaves nothing behind. ONNX files have a dynamic batch axis and carry "
-            "the model name, preprocessing and class names in their metadata."
+            f"(max abs diff < {TOLERANCE:g} x max(1, largest |logit|)). The file is written "
+            "atomically: a failed export or verification leaves nothing behind. ONNX files have "
+            "a dynamic batch axis and carry the model name, preprocessing and class names in "
+            "their metadata."
         ),
         epilog=(
             "examples:\n"

@@ -97,7 +97,9 @@ def compare(
 ) -> dict[int, float]:
     """Max abs difference between eager PyTorch and ``run`` at each of ``batches``.
 
-    Raises ValueError when a difference reaches TOLERANCE, so a bad export is never kept.
+    Raises ValueError when a difference reaches TOLERANCE x max(1, largest |logit|), so a bad
+    export is never kept. The bound scales with the logits: a trained model's logits of 10-30
+    carry fp32 reassociation errors (other conv algorithms) of a few 1e-4 that are not faults.
     """
     diffs: dict[int, float] = {}
     for batch in batches:
@@ -111,11 +113,12 @@ def compare(
                 f"PyTorch {tuple(want.shape)}"
             )
         diffs[batch] = float((got.float() - want.float()).abs().max())
-        if not diffs[batch] < TOLERANCE:
+        limit = TOLERANCE * max(1.0, float(want.float().abs().max()))
+        if not diffs[batch] < limit:
             raise ValueError(
                 f"exported model differs from PyTorch by {diffs[batch]:.3g} at batch {batch}, "
-                f"size {size} "
-                f"(tolerance {TOLERANCE}); the file was not written"
+                f"size {size} (tolerance {limit:.3g}: {TOLERANCE} x the largest |logit|); the "
+                "file was not written"
             )
     return diffs
 
