@@ -65,3 +65,15 @@ def test_verbose_lists_every_pair_within_100_columns():
 def test_a_wide_spread_warns_of_a_noisy_machine():
     text = format_report(_res(spread=0.3))
     assert "warning: noisy machine" in text and "60% of its median" in text
+
+
+def test_memory_columns_still_fit_100_columns():
+    res = _res()
+    for row in res["results"].values():
+        if "train_img_s" in row:
+            row["infer_peak_mib"] = _stat([500.0, 510.0, 520.0])
+    res["ratios"], res["paired_ratios"] = ratios(res["results"]), paired_ratios(res["results"])
+    for verbose in (False, True):
+        text = format_report(res, verbose=verbose)
+        assert max(len(line) for line in text.splitlines()) <= 100
+    assert "train-mem 0.69x" in format_report(res)  # wrapped onto its own line, not dropped

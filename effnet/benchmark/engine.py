@@ -739,11 +739,11 @@ def format_report(res: dict[str, Any], verbose: bool = False) -> str:
     ]
     metrics = [k for k in METRICS if any(row.get(k) for row in res["results"].values())]
     name_w = min(34, max(len(n) for n in res["results"]) + 1)
-    cell_w = max(14, (WIDTH - name_w) // max(1, len(metrics)))
-    lines.append(
-        "candidate".ljust(name_w)
-        + "".join(f"{SHORT[k] + ' (' + METRICS[k][1] + ')'}".rjust(cell_w) for k in metrics)
-    )
+    cell_w = max(13, (WIDTH - name_w) // max(1, len(metrics)))
+    heads = [f"{SHORT[k]} ({METRICS[k][1]})" for k in metrics]
+    if max(len(h) for h in heads) >= cell_w:  # narrow cells: the compact names
+        heads = [f"{TINY[k].replace('-mem', '')} {METRICS[k][1]}" for k in metrics]
+    lines.append("candidate".ljust(name_w) + "".join(h.rjust(cell_w) for h in heads))
     for name, row in res["results"].items():
         cells = [_cell(row.get(k), cell_w) for k in metrics]
         lines.append(name[: name_w - 1].ljust(name_w) + "".join(cells))
@@ -772,8 +772,14 @@ def _ratio_lines(res: dict[str, Any], verbose: bool) -> list[str]:
         ours = "effnet onnxruntime" if peer.startswith("onnxruntime") else "effnet"
         pair = f"{ours} / {peer}"
         parts = [f"{TINY[k]} {v[pair]:.2f}x" for k, v in res["ratios"].items() if pair in v]
+        line = f"  vs {peer[:34]:<34}"
+        for part in parts:  # wrap under the first ratio rather than pass WIDTH
+            if len(line) + 2 + len(part) > WIDTH:
+                out.append(line)
+                line = " " * 39
+            line += "  " + part
         if parts:
-            out.append(f"  vs {peer[:34]:<34} " + "  ".join(parts))
+            out.append(line)
     if verbose:
         out += ["", "every pair: ratio of medians, then the per-repetition ratios' median [range]"]
         paired = res.get("paired_ratios", {})
