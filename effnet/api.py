@@ -77,8 +77,9 @@ def _pretrained_weights(
 
 
 def create_model(
-    name: str,
+    name: str | None = None,
     *,
+    spec: Any = None,
     num_classes: int | None = None,
     in_chans: int = 3,
     pretrained: Pretrained = None,
@@ -131,11 +132,16 @@ def create_model(
         global_pool: the head's pooling, by timm's names: ``"avg"``, ``"max"``, ``"avgmax"``,
             ``"catavgmax"`` (twice the features) or ``""`` (none: with ``num_classes=0``,
             ``forward`` returns the feature map).
+        spec: instead of ``name``, a stage table: a ``FamilySpec``, a registry ``Variant`` or a
+            spec file (``*.json``, as ``effnet nas`` writes; ``name`` may also be that path).
     """
+    if (name is None) == (spec is None):
+        raise ValueError(f"give create_model a model name or spec=, not both or neither: {name!r}")
+    name = spec if spec is not None else name
     get_variant(name)  # an unknown name fails before any weights are read
     scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
     scaled.update(width_mult=width_mult, depth_mult=depth_mult)
-    weights = _pretrained_weights(registry.canonical_name(name), pretrained, weights_source, scaled)
+    weights = _pretrained_weights(registry.model_label(name), pretrained, weights_source, scaled)
     if weights is not None:  # the numerics the weights were trained with, unless overridden
         if weights.assumed and (padding is None or bn_eps is None):
             warnings.warn(weights.assumed, WeightsSourceWarning, stacklevel=2)
