@@ -35,6 +35,7 @@ COMMANDS = (
     "scale",
     "search",
     "sweep",
+    "nas",
     "cam",
 )
 PARSERS = "effnet.cli.parsers"

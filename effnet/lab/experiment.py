@@ -82,30 +82,25 @@ def candidate_macs(base: Base, depth: float, width: float, size: int, classes: i
     return {"macs": info["macs"], "params": info["params"]}
 
 
+def train_once(config: Any, run_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """Train ``config`` + ``overrides`` in ``run_dir`` once: a finished run is read back
+    (``reused``), an interrupted one resumed from its checkpoint (``resumed``)."""
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY).is_file():
+        return {**json.loads((run_dir / SUMMARY).read_text()), "reused": True}
+    if (run_dir / CHECKPOINT).is_file():
+        return {**train(resume=run_dir, progress="none"), "resumed": True}
+    return train(config, out=str(run_dir), progress="none", **overrides)
+
+
 def train_candidate(
     base: Base, depth: float, width: float, resolution: float, run_dir: Path, **overrides: Any
 ) -> dict[str, Any]:
     """Train (or read back, or resume) one candidate; returns its summary plus MACs and params."""
-    run_dir = Path(run_dir)
     size = scaled_size(base.image_size, resolution)
-    summary_file = run_dir / SUMMARY
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        summary["reused"] = True
-    elif (run_dir / CHECKPOINT).is_file():
-        summary = train(resume=run_dir, progress="none")
-        summary["resumed"] = True
-    else:
-        kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
-        kw["depth_mult"] = base.depth * depth
-        summary = train(
-            base.config,
-            out=str(run_dir),
-            model_kwargs=kw,
-            image_size=size,
-            progress="none",
-            **overrides,
-        )
+    kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
+    kw["depth_mult"] = base.depth * depth
+    summary = train_once(base.config, run_dir, model_kwargs=kw, image_size=size, **overrides)
     cost = candidate_macs(base, depth, width, size, int(summary.get("classes") or 10))
     return {
         **summary,
