@@ -50,10 +50,19 @@ COLUMNS = ("trial", "genotype", "acc", "step_time", "params", "macs", "image_siz
 
 
 def step_time(
-    variant: Variant, classes: int, size: int, batch: int, warmup: int = 2, steps: int = 5
+    variant: Variant,
+    classes: int,
+    size: int,
+    batch: int,
+    threads: int | None = None,
+    warmup: int = 3,
+    steps: int = 5,
 ) -> float:
     """Median seconds of one SGD training step (forward, backward, update) on ``batch`` random
-    images at ``size`` px, after ``warmup`` steps; in this process's torch threads."""
+    images at ``size`` px, after ``warmup`` steps, in ``threads`` torch threads (default: the
+    process's; the trainer may change them, so a search passes the same number every time)."""
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = create_model(spec=variant, num_classes=classes).train()
     step = _sgd_step(model)
@@ -130,12 +139,20 @@ def open_study(storage: str, name: str, sampler: str, seed: int):
     )
 
 
+_THREADS = torch.get_num_threads()  # torch's default here, before any trainer changed it
+
+
+def threads(base: Base) -> int:
+    """The torch threads every step-time measurement of a search runs in."""
+    return base.config.threads or _THREADS
+
+
 def reference_step_time(study, base: Base, space, classes: int) -> float:
     """The backbone's step time (V2's S is normalised by it), measured once per study."""
     ref = study.user_attrs.get("ref_step_time")
     if ref is None:
         backbone = candidate_variant(base, space.backbone)
-        ref = step_time(backbone, classes, base.image_size, base.config.batch_size)
+        ref = step_time(backbone, classes, base.image_size, base.config.batch_size, threads(base))
         study.set_user_attr("ref_step_time", ref)
     return float(ref)
 
@@ -149,7 +166,8 @@ def run_trial(trial, study, space, base: Base, reward: Reward, out: Path, classe
     run_dir = out / "trials" / fingerprint(base) / gid
     spec = write_spec(variant, run_dir / SPEC)
     size = base.image_size
-    m: dict[str, Any] = {"step_time": step_time(variant, classes, size, base.config.batch_size)}
+    batch = base.config.batch_size
+    m: dict[str, Any] = {"step_time": step_time(variant, classes, size, batch, threads(base))}
     m.update(cost(variant, classes, size), image_size=size)
     kw = {k: v for k, v in (base.config.model_kwargs or {}).items() if not k.endswith("_mult")}
     summary = train_once(
@@ -308,6 +326,7 @@ def nas(
         "storage": storage,
         "study": name,
         "ref_step_time": study.user_attrs.get("ref_step_time"),
+        "threads": threads(base),
         "finished": len(rows),
         "best": rows[0] if rows else None,
         "median_reward": statistics.median([r["reward"] for r in rows]) if rows else None,
