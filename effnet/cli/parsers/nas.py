@@ -30,12 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", default="digits", help="digits, an ImageFolder or CIFAR folder")
-    p.add_argument("--space", default="v2", help="search space: v2 or b0 (default v2)")
+    p.add_argument("--space", default="v2", choices=("v2", "b0"), help="search space (default v2)")
     p.add_argument("--trials", type=int, default=20, help="finished trials wanted (default 20)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per candidate (default 1)")
     p.add_argument("--image-size", type=int, help="search image size (default: the config's)")
     p.add_argument(
-        "--sampler", default="random", help="random (default), tpe or nsga2 (multi-objective)"
+        "--sampler",
+        default="random",
+        choices=("random", "tpe", "nsga2"),
+        help="random (default, the paper's baseline), tpe, or nsga2 (multi-objective)",
     )
     p.add_argument("--reward", help="reward expression (default: the space's paper reward)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/nas.db)")
