@@ -135,9 +135,7 @@ def create_model(
         spec: instead of ``name``, a stage table: a ``FamilySpec``, a registry ``Variant`` or a
             spec file (``*.json``, as ``effnet nas`` writes; ``name`` may also be that path).
     """
-    if (name is None) == (spec is None):
-        raise ValueError(f"give create_model a model name or spec=, not both or neither: {name!r}")
-    name = spec if spec is not None else name
+    name = _name_or_spec(name, spec)
     get_variant(name)  # an unknown name fails before any weights are read
     scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
     scaled.update(width_mult=width_mult, depth_mult=depth_mult)
@@ -170,6 +168,12 @@ def create_model(
     if weights is not None:
         apply_pretrained(model, weights)
     return EfficientNetFeatures(model, tuple(out_indices)) if features_only else model
+
+
+def _name_or_spec(name: str | None, spec: Any) -> Any:
+    if (name is None) == (spec is None):
+        raise ValueError(f"give create_model a model name or spec=, not both or neither: {name!r}")
+    return spec if spec is not None else name
 
 
 def resolve_model(
