@@ -131,24 +131,25 @@ def chance_level(base: Base, top1s: list[float]) -> dict[str, Any]:
     }
 
 
-_NOISE = {  # what: (its runs, what is noise then)
-    "search": ("trial", "its ranking and its 'best' point are noise"),
-    "sweep": ("run", "its curves are noise"),
+_NOISE = {  # what: (its runs, what is noise then, its epochs flag)
+    "search": ("trial", "its ranking and its 'best' point are noise", "--budget"),
+    "sweep": ("run", "its curves are noise", "--budget"),
+    "nas": ("trial", "its rewards and its best genotype are noise", "--epochs"),
 }
 
 
 def chance_warning(level: dict[str, Any], what: str) -> str | None:
-    """The warning for a ``what`` ("search" or "sweep") whose every run sat at chance (None if
-    one did not)."""
+    """The warning for a ``what`` ("search", "sweep" or "nas") whose every run sat at chance
+    (None if one did not)."""
     if not level["learned_nothing"]:
         return None
-    run, noise = _NOISE[what]
+    run, noise, epochs = _NOISE[what]
     return (
         f"warning: this {what} learned nothing: every {run} scored at chance (best top-1 "
         f"{level['best_top1']:.2f}%; chance is {level['chance_top1']:.2f}% for "
         f"{level['classes']} classes, give or take {level['noise_top1']:.1f} points on "
         f"{level['val_images']} validation images), so {noise}. "
-        "To get a signal: train longer (--budget), at a larger --image-size, with a higher "
+        f"To get a signal: train longer ({epochs}), at a larger --image-size, with a higher "
         "learning rate (lr in the --config YAML), on more data (a larger --max-train-samples "
         "or dataset), and check that the labels match the images."
     )

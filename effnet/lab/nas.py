@@ -332,7 +332,7 @@ def nas(
         "median_reward": statistics.median([r["reward"] for r in rows]) if rows else None,
         "pareto": front,
         "chance": level,
-        "warning": chance_warning(level, "search"),
+        "warning": chance_warning(level, "nas"),
         "trials": rows,
     }
     write_outputs(out, res)
