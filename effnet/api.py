@@ -93,8 +93,9 @@ def _weights_numerics(weights, padding, bn_eps, num_classes) -> tuple:
 
 
 def create_model(
-    name: str,
+    name: str | None = None,
     *,
+    spec: Any = None,
     num_classes: int | None = None,
     in_chans: int = 3,
     pretrained: Pretrained = None,
@@ -146,32 +147,30 @@ def create_model(
         global_pool: the head's pooling, by timm's names: ``"avg"``, ``"max"``, ``"avgmax"``,
             ``"catavgmax"`` (twice the features) or ``""`` (none: with ``num_classes=0``,
             ``forward`` returns the feature map).
+        spec: instead of ``name``, a stage table: a ``FamilySpec``, a registry ``Variant`` or a
+            spec file (``*.json``, as ``effnet nas`` writes; ``name`` may also be that path).
     """
+    name = _name_or_spec(name, spec)
     get_variant(name)  # an unknown name fails before any weights are read
     scaled = dict(phi=phi, alpha=alpha, beta=beta, gamma=gamma)
     scaled.update(width_mult=width_mult, depth_mult=depth_mult)
-    weights = _pretrained_weights(registry.canonical_name(name), pretrained, weights_source, scaled)
+    weights = _pretrained_weights(registry.model_label(name), pretrained, weights_source, scaled)
     padding, bn_eps, num_classes = _weights_numerics(weights, padding, bn_eps, num_classes)
     model = build_model(
-        name,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        **scaled,
-        image_size=image_size,
-        drop_rate=drop_rate,
-        drop_path_rate=drop_path_rate,
-        act=act,
-        se=se,
-        bn_eps=bn_eps,
-        bn_momentum=bn_momentum,
-        padding=padding,
-        shortcut=shortcut,
-        global_pool=global_pool,
+        name, num_classes=num_classes, in_chans=in_chans, **scaled, image_size=image_size,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate, act=act, se=se, bn_eps=bn_eps,
+        bn_momentum=bn_momentum, padding=padding, shortcut=shortcut, global_pool=global_pool,
         device=device,
     )
     if weights is not None:
         apply_pretrained(model, weights)
     return EfficientNetFeatures(model, tuple(out_indices)) if features_only else model
+
+
+def _name_or_spec(name: str | None, spec: Any) -> Any:
+    if (name is None) == (spec is None):
+        raise ValueError(f"give create_model a model name or spec=, not both or neither: {name!r}")
+    return spec if spec is not None else name
 
 
 def resolve_model(

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -147,7 +150,83 @@ def canonical_name(name: str) -> str:
     return key if key in VARIANTS or key in ALIASES else name
 
 
-def get_variant(name: str) -> Variant:
+SPEC_FORMAT = "effnet-spec"  # a JSON file holding one Variant: a stage table plus its defaults
+_SPEC_CACHE: dict[tuple[str, int, int], Variant] = {}
+
+
+def is_spec_file(name: object) -> bool:
+    """Whether ``name`` names a spec file (``*.json``) rather than a registered model."""
+    return isinstance(name, str) and name.lower().endswith(".json")
+
+
+def variant_to_dict(variant: Variant) -> dict[str, Any]:
+    """The JSON body of a spec file for ``variant`` (read back by ``variant_from_dict``)."""
+    out: dict[str, Any] = {"format": SPEC_FORMAT, "version": 1}
+    out["family"] = specs.family_to_dict(variant.family)
+    for k in ("width", "depth", "resolution", "dropout", "train_resolution", "interpolation"):
+        out[k] = getattr(variant, k)
+    out.update(mean=list(variant.mean), std=list(variant.std), crop_pct=variant.crop_pct)
+    return out
+
+
+def variant_from_dict(data: Any, where: str = "spec") -> Variant:
+    """A ``Variant`` from a spec file's JSON; one-line ValueErrors naming ``where``."""
+    if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
+        raise ValueError(f"{where}: not an effnet spec file (no \"format\": \"{SPEC_FORMAT}\")")
+    try:
+        family = specs.family_from_dict(data.get("family"))
+        kw = {k: data[k] for k in ("width", "depth", "dropout") if k in data}
+        for k, v in kw.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"{k} must be a number >= 0, got {v!r}")
+        res = data.get("resolution", 224)
+        if isinstance(res, bool) or not isinstance(res, int) or res < 32:
+            raise ValueError(f"resolution must be an integer >= 32, got {res!r}")
+        extra = {k: data[k] for k in ("train_resolution", "interpolation", "crop_pct") if k in data}
+        extra.update({k: tuple(data[k]) for k in ("mean", "std") if k in data})
+        return Variant(
+            family, kw.get("width", 1.0), kw.get("depth", 1.0), res, kw.get("dropout", 0.2), **extra
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: invalid stage table ({str(e).splitlines()[0]})") from None
+
+
+def read_spec_file(path: str) -> Variant:
+    """The Variant a spec file holds (the same object while the file is unchanged)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise ValueError(f"{path}: no such spec file") from None
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _SPEC_CACHE:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a JSON spec file ({str(e).splitlines()[0]})") from None
+        _SPEC_CACHE[key] = variant_from_dict(data, path)
+    return _SPEC_CACHE[key]
+
+
+def model_label(name: Any) -> str:
+    """The name a model built from ``name`` carries: the family's for spec files and specs."""
+    if is_spec_file(name):
+        return read_spec_file(name).family.name
+    if isinstance(name, Variant):
+        return name.family.name
+    if isinstance(name, specs.FamilySpec):
+        return name.name
+    return canonical_name(name)
+
+
+def get_variant(name: str | Variant | specs.FamilySpec) -> Variant:
+    """A registered variant by name (aliases, any case), a spec file's, or a spec object's (a
+    ``FamilySpec`` gets B0's defaults: width and depth 1, 224 px, dropout 0.2)."""
+    if isinstance(name, Variant):
+        return name
+    if isinstance(name, specs.FamilySpec):
+        return Variant(name, 1.0, 1.0, 224, 0.2)
+    if is_spec_file(name):
+        return read_spec_file(name)
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string, got {name!r}")
     name = canonical_name(name)
@@ -262,7 +341,7 @@ def build_model(
         depth_mult=depth_mult,
         image_size=image_size,
     )
-    name = canonical_name(name)
+    name = model_label(name)
     family = customize(variant.family, act=act, se=se, bn_eps=bn_eps, bn_momentum=bn_momentum)
     model_plan = plan(
         family, width, depth, drop_path_rate, padding=padding or "symmetric", shortcut=shortcut

@@ -169,3 +169,68 @@ FAMILIES: dict[str, FamilySpec] = {
         EFFICIENTNETV2_XL,
     )
 }
+
+
+# -- stage tables as plain data (the spec files of `effnet nas`) --------------------------------
+
+_STAGE_KEYS = ("block", "r", "k", "s", "e", "c", "se")
+_FAMILY_KEYS = (
+    "name",
+    "stem_ch",
+    "head_ch",
+    "act",
+    "scale_stem",
+    "scale_head",
+    "round_limit",
+    "bn_eps",
+    "bn_momentum",
+)
+
+
+def family_to_dict(family: FamilySpec) -> dict:
+    """A JSON-ready dict of ``family``: its stage table and its scaling rules."""
+    out = {k: getattr(family, k) for k in _FAMILY_KEYS}
+    out["fixed_depth_stages"] = sorted(family.fixed_depth_stages)
+    out["stages"] = [{k: getattr(s, k) for k in _STAGE_KEYS} for s in family.stages]
+    return out
+
+
+def family_from_dict(data: object) -> FamilySpec:
+    """The ``FamilySpec`` of ``family_to_dict``'s output; a ValueError names what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a family spec must be a JSON object, got {type(data).__name__}")
+    unknown = [k for k in data if k not in (*_FAMILY_KEYS, "fixed_depth_stages", "stages")]
+    if unknown:
+        raise ValueError(f"unknown family spec key {unknown[0]!r}")
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ValueError(f"a family spec needs a non-empty 'stages' list, got {stages!r:.60}")
+    rows = []
+    for i, row in enumerate(stages):
+        if not isinstance(row, dict) or set(row) - set(_STAGE_KEYS) or "block" not in row:
+            raise ValueError(f"stage {i}: expected an object with keys {_STAGE_KEYS}, got {row!r}")
+        ints = {k: row[k] for k in ("r", "k", "s", "e", "c") if k in row}
+        bad = [v for v in ints.values() if isinstance(v, bool) or not isinstance(v, int)]
+        if len(ints) < 5 or bad:
+            raise ValueError(f"stage {i}: r, k, s, e and c must be integers, got {row!r}")
+        if ints["c"] < 1:
+            raise ValueError(f"stage {i}: channels must be >= 1, got {ints['c']}")
+        se = row.get("se", 0.0)
+        if isinstance(se, bool) or not isinstance(se, int | float):
+            raise ValueError(f"stage {i}: se must be a number, got {se!r}")
+        rows.append(StageSpec(row["block"], **ints, se=float(se)))
+    kw = {k: data[k] for k in _FAMILY_KEYS if k in data}
+    if not isinstance(kw.get("name", ""), str):
+        raise ValueError(f"name must be a string, got {kw['name']!r}")
+    for k in ("stem_ch", "head_ch"):
+        if k in kw and (isinstance(kw[k], bool) or not isinstance(kw[k], int) or kw[k] < 0):
+            raise ValueError(f"{k} must be an integer >= 0, got {kw[k]!r}")
+    fixed = data.get("fixed_depth_stages", [])
+    if not isinstance(fixed, list) or any(not isinstance(i, int) for i in fixed):
+        raise ValueError(f"fixed_depth_stages must be a list of stage indices, got {fixed!r}")
+    return FamilySpec(
+        name=kw.pop("name", "custom"),
+        stages=tuple(rows),
+        fixed_depth_stages=frozenset(fixed),
+        **kw,
+    )

@@ -228,6 +228,7 @@ MINIMAL_ARGV = {  # a valid command line per command, to which a bad flag is add
     "scale": ["efficientnet_b0"],
     "search": [],
     "sweep": ["--values", "1"],
+    "nas": [],
     "cam": ["MODEL", "IMAGES", "--out", "d"],
 }
 

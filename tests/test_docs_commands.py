@@ -35,6 +35,8 @@ TINY = {
     "search": ["--max-train-samples", "128", "--image-size", "32", "--max-candidates", "2",
                "--budget", "1"],
     "sweep": ["--max-train-samples", "128", "--budget", "1", "--seeds", "1", "--image-size", "32"],
+    "nas": ["--trials", "2", "--epochs", "1", "--image-size", "32", "--max-train-samples", "48",
+            "--batch-size", "16"],
     "benchmark": ["--reps", "1", "--warmup", "1", "--batch-size", "2", "--image-size", "64",
                   "--no-memory"],
 }

@@ -36,6 +36,7 @@ COMMANDS = (
     "scale",
     "search",
     "sweep",
+    "nas",
     "cam",
 )
 PARSERS = "effnet.cli.parsers"

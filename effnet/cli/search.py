@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -58,11 +59,33 @@ def check_storage(url: str) -> None:
         raise CLIError(f"--storage {url}: {path if path.exists() else folder} is not writable")
 
 
+@contextlib.contextmanager
+def study_errors(command: str, where: str):
+    """Around a study's run: a storage error is one CLIError naming ``where``; Ctrl-C (or a
+    SIGTERM the trainer turned into ``Interrupted``) prints one line and puts the exit status
+    in the yielded list."""
+    stopped: list[int] = []
+    try:
+        yield stopped
+    except require("sqlalchemy.exc").SQLAlchemyError as e:  # e.g. a database that refuses
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"--storage {where}: {first}") from None
+    except (Interrupted, KeyboardInterrupt) as e:
+        signal_name = str(e).split(" ")[0] if str(e) else "interrupt"
+        print(
+            f"effnet {command}: {signal_name} received; finished trials are kept, run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        stopped.append(getattr(e, "exit_code", 130))
+
+
 def run(args: argparse.Namespace) -> int:
     require("optuna")  # before anything is written
     if args.storage is not None:
         check_storage(args.storage)
-    try:
+    where = args.storage or f"sqlite:///{args.out}/search.db"
+    with study_errors("search", where) as stopped:
         res = search(
             args.data,
             out=args.out,
@@ -78,18 +101,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             **experiment_kwargs(args),
         )
-    except require("sqlalchemy.exc").SQLAlchemyError as e:  # e.g. a database that refuses
-        where = args.storage or f"sqlite:///{args.out}/search.db"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CLIError(f"--storage {where}: {first}") from None
-    except (Interrupted, KeyboardInterrupt) as e:
-        signal_name = str(e).split(" ")[0] if str(e) else "interrupt"
-        print(
-            f"effnet search: {signal_name} received; finished trials are kept, run the same "
-            "command again to continue",
-            file=sys.stderr,
-        )
-        return getattr(e, "exit_code", 130)
+    if stopped:
+        return stopped[0]
     print(
         f"{'rank':<6}{'alpha':>7}{'beta':>7}{'gamma':>7}{'a*b^2*g^2':>11}{'px':>5}"
         f"{'MACs (M)':>10}{'top-1 %':>9}"

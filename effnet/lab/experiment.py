@@ -82,30 +82,25 @@ def candidate_macs(base: Base, depth: float, width: float, size: int, classes: i
     return {"macs": info["macs"], "params": info["params"]}
 
 
+def train_once(config: Any, run_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """Train ``config`` + ``overrides`` in ``run_dir`` once: a finished run is read back
+    (``reused``), an interrupted one resumed from its checkpoint (``resumed``)."""
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY).is_file():
+        return {**json.loads((run_dir / SUMMARY).read_text()), "reused": True}
+    if (run_dir / CHECKPOINT).is_file():
+        return {**train(resume=run_dir, progress="none"), "resumed": True}
+    return train(config, out=str(run_dir), progress="none", **overrides)
+
+
 def train_candidate(
     base: Base, depth: float, width: float, resolution: float, run_dir: Path, **overrides: Any
 ) -> dict[str, Any]:
     """Train (or read back, or resume) one candidate; returns its summary plus MACs and params."""
-    run_dir = Path(run_dir)
     size = scaled_size(base.image_size, resolution)
-    summary_file = run_dir / SUMMARY
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        summary["reused"] = True
-    elif (run_dir / CHECKPOINT).is_file():
-        summary = train(resume=run_dir, progress="none")
-        summary["resumed"] = True
-    else:
-        kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
-        kw["depth_mult"] = base.depth * depth
-        summary = train(
-            base.config,
-            out=str(run_dir),
-            model_kwargs=kw,
-            image_size=size,
-            progress="none",
-            **overrides,
-        )
+    kw = {**(base.config.model_kwargs or {}), "width_mult": base.width * width}
+    kw["depth_mult"] = base.depth * depth
+    summary = train_once(base.config, run_dir, model_kwargs=kw, image_size=size, **overrides)
     cost = candidate_macs(base, depth, width, size, int(summary.get("classes") or 10))
     return {
         **summary,
@@ -136,24 +131,25 @@ def chance_level(base: Base, top1s: list[float]) -> dict[str, Any]:
     }
 
 
-_NOISE = {  # what: (its runs, what is noise then)
-    "search": ("trial", "its ranking and its 'best' point are noise"),
-    "sweep": ("run", "its curves are noise"),
+_NOISE = {  # what: (its runs, what is noise then, its epochs flag)
+    "search": ("trial", "its ranking and its 'best' point are noise", "--budget"),
+    "sweep": ("run", "its curves are noise", "--budget"),
+    "nas": ("trial", "its rewards and its best genotype are noise", "--epochs"),
 }
 
 
 def chance_warning(level: dict[str, Any], what: str) -> str | None:
-    """The warning for a ``what`` ("search" or "sweep") whose every run sat at chance (None if
-    one did not)."""
+    """The warning for a ``what`` ("search", "sweep" or "nas") whose every run sat at chance
+    (None if one did not)."""
     if not level["learned_nothing"]:
         return None
-    run, noise = _NOISE[what]
+    run, noise, epochs = _NOISE[what]
     return (
         f"warning: this {what} learned nothing: every {run} scored at chance (best top-1 "
         f"{level['best_top1']:.2f}%; chance is {level['chance_top1']:.2f}% for "
         f"{level['classes']} classes, give or take {level['noise_top1']:.1f} points on "
         f"{level['val_images']} validation images), so {noise}. "
-        "To get a signal: train longer (--budget), at a larger --image-size, with a higher "
+        f"To get a signal: train longer ({epochs}), at a larger --image-size, with a higher "
         "learning rate (lr in the --config YAML), on more data (a larger --max-train-samples "
         "or dataset), and check that the labels match the images."
     )

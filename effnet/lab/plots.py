@@ -84,3 +84,34 @@ def plot_sweep(res: dict[str, Any], path: str | Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(plt, fig, path)
+
+
+def plot_nas(res: dict[str, Any], path: str | Path) -> Path:
+    """Accuracy against step time and against params for every trial; the Pareto front
+    (accuracy up, step time and params down) in red, the best-reward trial labelled."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(SIZE_IN[0] * 1.5, SIZE_IN[1]), dpi=DPI, sharey=True)
+    rows, front = res["trials"], set(res["pareto"])
+    best = (res.get("best") or {}).get("trial")
+    for ax, key, scale, label in (
+        (axes[0], "step_time", 1e3, "training step time (ms)"),
+        (axes[1], "params", 1e-6, "parameters (millions)"),
+    ):
+        for on, colour in ((False, "tab:blue"), (True, "tab:red")):
+            pts = [r for r in rows if (r["trial"] in front) == on]
+            xs, ys = [r[key] * scale for r in pts], [100 * r["acc"] for r in pts]
+            ax.scatter(xs, ys, color=colour, label="Pareto front" if on else "trial")
+        for r in rows:
+            if r["trial"] in front or r["trial"] == best:
+                tag = f"#{r['trial']}" + (" best" if r["trial"] == best else "")
+                xy = (r[key] * scale, 100 * r["acc"])
+                ax.annotate(tag, xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].legend(loc="lower right")
+    fig.suptitle(
+        f"architecture search, space {res.get('space')} on {res.get('data')} "
+        f"({res.get('finished')} trials, {res.get('epochs')} epoch(s) each)"
+    )
+    return _save(plt, fig, path)

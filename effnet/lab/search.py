@@ -91,11 +91,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def requeue_dead_trials(study, keys: list[str]) -> int:
+def requeue_dead_trials(study, keys: list[str], params_of=None) -> int:
     """Fail RUNNING trials whose process (on this host) is gone and queue their point again.
 
     A trial that never recorded its owner (killed within its first moments) counts as dead
     after a minute. Trials of other hosts are left alone: only their host can tell.
+    ``params_of(trial)``: the parameters to queue again (default: the grid point of ``keys``).
     """
     TrialState = require("optuna.trial").TrialState
 
@@ -110,12 +111,16 @@ def requeue_dead_trials(study, keys: list[str]) -> int:
         if not dead:
             continue
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+        if params_of is not None:
+            if params_of(t):
+                study.enqueue_trial(params_of(t))
+            continue
         k = t.params.get(PARAM) or owner.get(PARAM)
         if k is None and "grid_id" in t.system_attrs:
             k = keys[t.system_attrs["grid_id"]]  # the grid sampler's order is ours
         if k is not None:
             study.enqueue_trial({PARAM: k})
-        n += 1
     return n
 
 
