@@ -206,7 +206,7 @@ def test_bf16_autocast_sgd_steps_follow_plain_ops_and_keep_fp32_parameters():
     }
     fast = runs[(False, True)]
     assert fast[-1] < fast[0]  # it learns the batch
-    torch.testing.assert_close(runs[(False, False)], runs[(True, False)], rtol=1e-4, atol=0)
+    torch.testing.assert_close(runs[(False, False)], runs[(True, False)], rtol=1e-3, atol=0)
     # bf16 trajectories of a batch this small part after a few large steps (plain bf16 and
     # fast bf16 alike); the first steps agree with the plain bf16 run and with fp32.
     for a, b, c in zip(fast[:2], runs[(True, True)][:2], runs[(True, False)][:2], strict=True):
