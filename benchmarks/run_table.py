@@ -63,6 +63,12 @@ def table4(reps: int, log) -> dict:
     }
 
 
+def _bf16_markdown(res: dict) -> str:
+    from train_bf16 import to_markdown as bf16_markdown  # the sibling script in benchmarks/
+
+    return bf16_markdown(res)
+
+
 def _cell(row: dict, key: str, fmt: str = "{:.1f}") -> str:
     s = row.get(key)
     return (
@@ -108,6 +114,8 @@ def to_markdown(doc: dict) -> str:
                 cell = f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})" if p else "-"
                 lines.append(f"| {metric}: {pair} | {r:.2f}x | {cell} |")
         lines += [f"- skipped: {s}" for s in res["skipped"]] + [""]
+    if doc.get("bf16_train"):
+        lines += [_bf16_markdown(doc["bf16_train"]).replace("# Training", "## bf16 training"), ""]
     if doc.get("table4"):
         t = doc["table4"]
         lines += [
@@ -140,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--against", default="timm,torchvision,onnxruntime")
     ap.add_argument("--compile", nargs="?", const="max-autotune-no-cudagraphs", default=None)
+    ap.add_argument(
+        "--bf16-train",
+        action="store_true",
+        help="add benchmarks/train_bf16.py's rows (fresh process): effnet bf16 autocast + "
+        "channels-last + fused against torchvision/timm fp32 eager and their bf16 channels-last",
+    )
     ap.add_argument("--skip-table4", action="store_true")
     ap.add_argument("--skip-loader", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -197,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(res), flush=True)
         doc["runs"].append(res)
         save()  # partial results survive an interrupted run
+    if args.bf16_train:
+        log("bf16 training (fresh process): benchmarks/train_bf16.py")
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "train_bf16.py")]
+        cmd += ["--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+        cmd += ["--threads", str(args.threads), "--reps", str(args.reps), "--out", str(args.out)]
+        subprocess.run(cmd, check=True)
+        doc["bf16_train"] = json.loads((args.out / "train_bf16.json").read_text())
+        save()
     if not args.skip_loader:
         runs = {r["model"]: r for r in doc["runs"]}
         train = runs.get("efficientnet_b0", {}).get("results", {}).get("effnet", {})

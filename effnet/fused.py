@@ -171,7 +171,16 @@ def _bn_silu_grads_differentiable(ctx, grad, x, weight, bias):
 def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     # The BN output rebuilt from x: equals ATen's forward kernel to float rounding (tested
     # against the plain modules in tests/test_perf.py).
-    return torch.addcmul(shift, x, scale)
+    if x.dtype == scale.dtype:
+        return torch.addcmul(shift, x, scale)
+    # Mixed precision (bf16 x, fp32 scale and shift): ATen's eval BN kernel with mean 0, var 1,
+    # eps 0 computes x * scale + shift in fp32 and rounds once to x's dtype, as the training
+    # forward did (the same values), without a full-size fp32 temporary.
+    zeros = torch.zeros_like(scale.flatten())
+    ones = torch.ones_like(zeros)
+    return torch.ops.aten._native_batch_norm_legit_no_training(
+        x, scale.flatten(), shift.flatten(), zeros, ones, 0.0, 0.0
+    )[0]
 
 
 # data_ptr -> (weakref to the BN+SiLU output, its version, x, scale, shift); only while a
@@ -228,9 +237,23 @@ def bn_silu_eligible(bn: nn.Module, x: torch.Tensor) -> bool:
         and fast_ops()
         and x.dim() == 4
         and not x.is_meta
-        # Mixed precision keeps the plain ops (their dtype rules are autocast's to decide).
-        and x.dtype == bn.weight.dtype
-        and not torch.is_autocast_enabled(x.device.type)
+        and _precision_ok(x, bn)
+    )
+
+
+def _precision_ok(x: torch.Tensor, bn: nn.BatchNorm2d) -> bool:
+    """The input and the parameters share a dtype, or it is CPU bf16 autocast's mixed precision
+    (a bf16 conv output, fp32 BN parameters and running statistics), which ATen's BN kernels
+    take as the plain ``nn.BatchNorm2d`` does: batch statistics accumulated in fp32, the
+    output rounded to bf16 once."""
+    params = bn.weight.dtype
+    if x.dtype == params:
+        return True
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.bfloat16
+        and params == torch.float32
+        and bn.running_mean.dtype == torch.float32
     )
 
 
