@@ -35,6 +35,18 @@ def add_weights_source(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pretrained(parser: argparse.ArgumentParser) -> None:
+    """Add ``--pretrained SRC`` (the one weights rule's help) and ``--weights-source``."""
+    parser.add_argument(
+        "--pretrained",
+        metavar="SRC",
+        default=None,
+        help="weights for a model name: pip, timm, torchvision, a weight file or none; "
+        + PRETRAINED_DEFAULT,
+    )
+    add_weights_source(parser)
+
+
 @contextlib.contextmanager
 def one_line_warnings(command: str) -> Iterator[None]:
     """Show effnet's own warnings (``WeightsSourceWarning`` ...) as ``effnet CMD: warning: ...``.

@@ -6,7 +6,7 @@ import argparse
 import textwrap
 
 from effnet.cli.parsers import exists_check
-from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
+from effnet.cli.weights_flags import add_pretrained
 
 # effnet.deploy.export's FORMATS, DEFAULT_OPSET and TOLERANCE (a test checks that they agree).
 FORMATS = ("onnx", "torchscript", "safetensors", "pt2", "timm", "torchvision")
@@ -40,14 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", "-f", required=True, choices=FORMATS, help="output format")
     p.add_argument("--output", "-o", required=True, metavar="PATH", help="file to write")
-    p.add_argument(
-        "--pretrained",
-        metavar="SRC",
-        default=None,
-        help="weights for a model name: pip, timm, torchvision, a weight file or none; "
-        + PRETRAINED_DEFAULT,
-    )
-    add_weights_source(p)
+    add_pretrained(p)
     p.add_argument(
         "--image-size",
         type=int,

@@ -6,7 +6,7 @@ import argparse
 import textwrap
 
 from effnet.cli.parsers import exists_check
-from effnet.cli.weights_flags import PRETRAINED_DEFAULT, add_weights_source
+from effnet.cli.weights_flags import add_pretrained
 
 # effnet.deploy.quantize's METHODS, KEEP_FLOAT, DEFAULT_KEEP_FLOAT and DEFAULT_IMAGES (a test
 # checks that they agree).
@@ -59,14 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_calibration_options(p)
     p.add_argument("--output", "-o", required=True, metavar="FILE.onnx", help="file to write")
-    p.add_argument(
-        "--pretrained",
-        metavar="SRC",
-        default=None,
-        help="weights for a model name: pip, timm, torchvision, a weight file or none; "
-        + PRETRAINED_DEFAULT,
-    )
-    add_weights_source(p)
+    add_pretrained(p)
     p.add_argument(
         "--image-size",
         type=int,
