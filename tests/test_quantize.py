@@ -183,6 +183,33 @@ def test_missing_onnxruntime_is_one_line(tiny, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+def test_nncf_method_missing_is_one_line_and_leaves_nothing(tiny, tmp_path, monkeypatch):
+    model, cal = tiny
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(MissingDependency, match=r'pip install "effnet\[nncf\]"') as e:
+        Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "x.onnx", method="nncf")
+    assert len(str(e.value).splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_nncf_method_writes_a_checked_qdq_graph(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    monkeypatch.delenv("NNCF_CI", raising=False)
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+    r = Q.quantize_onnx(model, calibrate=cal, output=out, images=6, method="nncf")
+    import os
+
+    assert os.environ["NNCF_CI"] == "1"  # NNCF's telemetry off
+    assert r.method == "nncf" and r.qdq_nodes > 20 and r.float_nodes > 0
+    assert "QuantizeLinear" in ops(out) and Q.is_quantized(out)
+    assert 0.0 <= r.agreement <= 1.0 and r.int8_bytes < r.fp32_bytes
+    # the SE gate stays float: no Sigmoid output feeds a QuantizeLinear
+    graph = onnx.load(str(out)).graph
+    sig = {o for n in graph.node if n.op_type == "Sigmoid" for o in n.output}
+    assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in sig]
+
+
 def run_cli(capsys, *argv):
     try:
         code = main([str(a) for a in argv])
