@@ -102,8 +102,9 @@ def quantize_onnx(
 
     ``calibrate``: a folder of images (searched recursively; class sub-folders are fine) or
     ``digits``; the first ``images`` readable ones calibrate. ``method``: entropy, percentile,
-    minmax (ONNX Runtime's calibrators) or nncf (NNCF with bias correction; ``effnet[nncf]``). ``keep_float``: op groups left in float (``KEEP_FLOAT``). The file is written only
-    if its graph holds quantize nodes and its top-1 agreement with fp32 on the calibration
+    minmax (ONNX Runtime's calibrators) or nncf (NNCF with bias correction; ``effnet[nncf]``).
+    ``keep_float``: op groups left in float (``KEEP_FLOAT``). The file is written only if its
+    graph holds quantize nodes and its top-1 agreement with fp32 on the calibration
     images is at least ``min_agreement``. With ``eval`` (``digits`` or a labelled folder, split
     as ``effnet eval`` splits it), the report's ``eval`` has top-1 of both graphs, file sizes and
     interleaved throughput at batch 16 on ``threads`` threads (default: torch's).
