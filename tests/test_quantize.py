@@ -325,6 +325,20 @@ def test_real_lite0_int8_against_fp32_and_naive_minmax(lite0_photos):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 16 acceptance not met yet: 73.7% (14/19) measured", strict=False)
+def test_real_lite0_nncf_beats_ort_on_the_photos(lite0_photos, tmp_path):
+    pytest.importorskip("nncf")
+    model, root, ort = lite0_photos
+    r = Q.quantize_onnx(model, calibrate=root / "photos", output=tmp_path / "n.onnx",
+                        method="nncf")  # fmt: skip
+    # measured: 84.2% (16/19) against ORT percentile's 73.7% (14/19); docs/deploy.md
+    assert r.agreement >= 0.8 and r.agreement > ort.agreement + 0.05, r.to_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="issue 16 target not met: ORT 73.7% (14/19), --method nncf 84.2% (16/19); the INT8 "
+    "weights alone give 73.7% (docs/deploy.md)",
+    strict=False,
+)
 def test_real_lite0_int8_agrees_with_fp32_on_90_percent_of_the_photos(lite0_photos):
     assert lite0_photos[2].agreement >= 0.9, lite0_photos[2].to_dict()
