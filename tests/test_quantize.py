@@ -183,6 +183,33 @@ def test_missing_onnxruntime_is_one_line(tiny, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+def test_nncf_method_missing_is_one_line_and_leaves_nothing(tiny, tmp_path, monkeypatch):
+    model, cal = tiny
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(MissingDependency, match=r'pip install "effnet\[nncf\]"') as e:
+        Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "x.onnx", method="nncf")
+    assert len(str(e.value).splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_nncf_method_writes_a_checked_qdq_graph(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    monkeypatch.delenv("NNCF_CI", raising=False)
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+    r = Q.quantize_onnx(model, calibrate=cal, output=out, images=6, method="nncf")
+    import os
+
+    assert os.environ["NNCF_CI"] == "1"  # NNCF's telemetry off
+    assert r.method == "nncf" and r.qdq_nodes > 20 and r.float_nodes > 0
+    assert "QuantizeLinear" in ops(out) and Q.is_quantized(out)
+    assert 0.0 <= r.agreement <= 1.0 and r.int8_bytes < r.fp32_bytes
+    # the SE gate stays float: no Sigmoid output feeds a QuantizeLinear
+    graph = onnx.load(str(out)).graph
+    sig = {o for n in graph.node if n.op_type == "Sigmoid" for o in n.output}
+    assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in sig]
+
+
 def run_cli(capsys, *argv):
     try:
         code = main([str(a) for a in argv])
@@ -298,6 +325,20 @@ def test_real_lite0_int8_against_fp32_and_naive_minmax(lite0_photos):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 16 acceptance not met yet: 73.7% (14/19) measured", strict=False)
+def test_real_lite0_nncf_beats_ort_on_the_photos(lite0_photos, tmp_path):
+    pytest.importorskip("nncf")
+    model, root, ort = lite0_photos
+    r = Q.quantize_onnx(model, calibrate=root / "photos", output=tmp_path / "n.onnx",
+                        method="nncf")  # fmt: skip
+    # measured: 84.2% (16/19) against ORT percentile's 73.7% (14/19); docs/deploy.md
+    assert r.agreement >= 0.8 and r.agreement > ort.agreement + 0.05, r.to_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="issue 16 target not met: ORT 73.7% (14/19), --method nncf 84.2% (16/19); the INT8 "
+    "weights alone give 73.7% (docs/deploy.md)",
+    strict=False,
+)
 def test_real_lite0_int8_agrees_with_fp32_on_90_percent_of_the_photos(lite0_photos):
     assert lite0_photos[2].agreement >= 0.9, lite0_photos[2].to_dict()

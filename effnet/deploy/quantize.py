@@ -41,12 +41,13 @@ from effnet.deploy.export.onnx import (
     load_onnx,
     require_onnx,
 )
-from effnet.env import require
+from effnet.env import MissingDependency, require
 from effnet.training.evaluation import _check_classes, split_options
 from effnet.weights.serialize import atomic_write
 
-# CLI word -> onnxruntime.quantization.CalibrationMethod member.
-METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax"}
+# CLI word -> onnxruntime.quantization.CalibrationMethod member; nncf is NNCF's own post-training
+# quantization (its ONNX backend, the optional extra effnet[nncf]), see _quantize_nncf.
+METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax", "nncf": None}
 # Op groups that may stay in float; see float_nodes().
 KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head")
 DEFAULT_KEEP_FLOAT = ("se_pool", "se_gate")
@@ -100,9 +101,10 @@ def quantize_onnx(
     """Write an INT8 (QDQ) ONNX file of ``model_or_run`` (a model, name, model file or run).
 
     ``calibrate``: a folder of images (searched recursively; class sub-folders are fine) or
-    ``digits``; the first ``images`` readable ones calibrate. ``method``: entropy, percentile or
-    minmax. ``keep_float``: op groups left in float (``KEEP_FLOAT``). The file is written only
-    if its graph holds quantize nodes and its top-1 agreement with fp32 on the calibration
+    ``digits``; the first ``images`` readable ones calibrate. ``method``: entropy, percentile,
+    minmax (ONNX Runtime's calibrators) or nncf (NNCF with bias correction; ``effnet[nncf]``).
+    ``keep_float``: op groups left in float (``KEEP_FLOAT``). The file is written only if its
+    graph holds quantize nodes and its top-1 agreement with fp32 on the calibration
     images is at least ``min_agreement``. With ``eval`` (``digits`` or a labelled folder, split
     as ``effnet eval`` splits it), the report's ``eval`` has top-1 of both graphs, file sizes and
     interleaved throughput at batch 16 on ``threads`` threads (default: torch's).
@@ -110,6 +112,8 @@ def quantize_onnx(
     keep = _check_options(images, method, keep_float, min_agreement)
     require_onnx()
     require("onnxruntime.quantization")
+    if method == "nncf":
+        _require_nncf()
     model = resolve_model(model_or_run, pretrained=pretrained, weights_source=weights_source)
     output = Path(output)
     if output.is_dir():
@@ -271,16 +275,22 @@ def _quantize(fp32: Path, out: str, calib: np.ndarray, report: QuantizeReport) -
         with quiet_ort():
             # ORT's own recipe: shape inference and graph optimisation (folds the exporter's
             # Identity nodes, so every conv bias is an initializer the quantizer can see)
-            if not prepared.exists():
+            if report.method == "nncf":  # NNCF takes the exported graph as it is
+                prepared = fp32
+            elif not prepared.exists():
                 shape.quant_pre_process(str(fp32), str(prepared))
             graph = onnx.load(str(prepared)).graph
             exclude = float_nodes(graph, report.keep_float)
             report.float_nodes = len(exclude)
-            _quantize_static(q, prepared, out, calib, graph.input[0].name, exclude, report)
-    except (ValueError, OSError):
+            if report.method == "nncf":
+                _quantize_nncf(prepared, out, calib, exclude)
+            else:
+                _quantize_static(q, prepared, out, calib, graph.input[0].name, exclude, report)
+    except (ValueError, OSError, ImportError):
         raise
-    except Exception as e:  # ORT's calibrator raises assorted types
-        raise ValueError(f"ONNX Runtime quantization failed: {first_line(e)}") from None
+    except Exception as e:  # ORT's calibrator (and NNCF) raise assorted types
+        tool = "NNCF" if report.method == "nncf" else "ONNX Runtime"
+        raise ValueError(f"{tool} quantization failed: {first_line(e)}") from None
     props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     meta = json.loads(props[METADATA_KEY])
     meta["quantization"] = {
@@ -306,6 +316,41 @@ def _quantize_static(q, prepared: Path, out: str, calib, input_name, exclude, re
         nodes_to_exclude=exclude,
         extra_options={"CalibMaxIntermediateOutputs": 16, "WeightSymmetric": True},
     )
+
+
+def _quantize_nncf(fp32: Path, out: str, calib: np.ndarray, exclude: Sequence[str]) -> None:
+    """NNCF's post-training quantization of the ONNX graph (``nncf.quantize``, ONNX backend, no
+    OpenVINO): per-channel symmetric INT8 weights, symmetric INT8 activations (its PERFORMANCE
+    preset), and full bias correction, which measured better than the fast one (docs/deploy.md).
+    """
+    nncf = _require_nncf()
+    onnx = require("onnx")
+    model = onnx.load(str(fp32))
+    name = model.graph.input[0].name
+    data = nncf.Dataset([{name: b} for b in _batches(calib, 1)])
+    scope = nncf.IgnoredScope(names=list(exclude), validate=False)
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    quantized = nncf.quantize(
+        model,
+        data,
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calib),
+        fast_bias_correction=False,
+        ignored_scope=scope,
+    )
+    onnx.save(quantized, out)
+
+
+def _require_nncf():
+    """``nncf``, or the one-line MissingDependency naming effnet's nncf extra. ``NNCF_CI`` is
+    set before the import: with it NNCF sends no telemetry (nncf/telemetry/wrapper.py)."""
+    os.environ.setdefault("NNCF_CI", "1")
+    try:
+        return require("nncf")
+    except MissingDependency:
+        raise MissingDependency(
+            'method nncf needs nncf; install it with: pip install "effnet[nncf]"', name="nncf"
+        ) from None
 
 
 @contextlib.contextmanager

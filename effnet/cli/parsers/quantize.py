@@ -10,7 +10,7 @@ from effnet.cli.weights_flags import add_pretrained
 
 # effnet.deploy.quantize's METHODS, KEEP_FLOAT, DEFAULT_KEEP_FLOAT and DEFAULT_IMAGES (a test
 # checks that they agree).
-METHODS = ("entropy", "percentile", "minmax")
+METHODS = ("entropy", "percentile", "minmax", "nncf")
 KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head")
 DEFAULT_KEEP_FLOAT = "se_pool,se_gate"
 DEFAULT_IMAGES = 128
@@ -83,7 +83,8 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
         "--method",
         choices=METHODS,
         default="entropy",
-        help="activation range calibration (default: %(default)s)",
+        help="activation range calibration: ONNX Runtime's entropy, percentile or minmax, or "
+        'nncf (NNCF with bias correction; pip install "effnet[nncf]") (default: %(default)s)',
     )
     p.add_argument(
         "--per-tensor",
