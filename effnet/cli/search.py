@@ -10,7 +10,7 @@ from pathlib import Path
 
 from effnet.cli import CLIError
 from effnet.env import require
-from effnet.lab.search import search
+from effnet.lab.search import search, shown_url
 from effnet.training.trainer import Interrupted
 
 
@@ -28,14 +28,6 @@ def experiment_kwargs(args: argparse.Namespace) -> dict:
 STORAGE_EXAMPLE = "e.g. sqlite:///runs/search/search.db or postgresql://user@host/db"
 
 
-def shown(url: str) -> str:
-    """``url`` as messages show it: its password masked."""
-    try:
-        return require("sqlalchemy.engine").make_url(url).render_as_string(hide_password=True)
-    except require("sqlalchemy.exc").ArgumentError:
-        return url
-
-
 def check_storage(url: str) -> None:
     """A one-line CLIError for a --storage URL that cannot work: not a URL, an unknown database
     kind or a driver that is not installed, a sqlite file in a missing or read-only folder, a
@@ -45,7 +37,7 @@ def check_storage(url: str) -> None:
         parsed = engine.make_url(url)
     except exc.ArgumentError:
         raise CLIError(f"--storage {url}: not a database URL ({STORAGE_EXAMPLE})") from None
-    url = shown(url)
+    url = shown_url(url)
     try:
         dialect = parsed.get_dialect()
         dialect.import_dbapi()  # the driver module (psycopg, pymysql, ...)
@@ -103,7 +95,7 @@ def study_errors(command: str, where: str):
         yield stopped
     except lost as e:  # e.g. a database that refuses, or one lost during the run
         cause = e.__cause__ if e.__cause__ is not None else e
-        raise CLIError(f"--storage {shown(where)}: {first_line(cause)}") from None
+        raise CLIError(f"--storage {shown_url(where)}: {first_line(cause)}") from None
     except (Interrupted, KeyboardInterrupt) as e:
         signal_name = str(e).split(" ")[0] if str(e) else "interrupt"
         print(

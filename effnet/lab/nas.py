@@ -41,7 +41,7 @@ from effnet.lab.experiment import (
     train_once,
 )
 from effnet.lab.plots import plot_nas
-from effnet.lab.search import rdb_storage, requeue_dead_trials
+from effnet.lab.search import rdb_storage, requeue_dead_trials, shown_url
 from effnet.registry import Variant, get_variant, variant_to_dict
 from effnet.weights.serialize import atomic_write
 
@@ -377,7 +377,7 @@ def nas(
     log(
         f"effnet nas: space {space} ({the_space.size():.3g} genotypes), {trials} trial(s) of "
         f"{epochs} epoch(s) at {base.image_size}px, sampler {sampler}, reward {rew.label()}, "
-        f"storage {storage}"
+        f"storage {shown_url(storage)}"
     )
     run_worker(study, trials, the_space, base, rew, out, classes, log, sampler, seed)
     rows = results(study, rew)
@@ -390,7 +390,7 @@ def nas(
         "reward": rew.label(),
         "epochs": epochs,
         "image_size": base.image_size,
-        "storage": storage,
+        "storage": shown_url(storage),
         "study": name,
         "ref_step_time": study.user_attrs.get("ref_step_time"),
         "threads": threads(base),

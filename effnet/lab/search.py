@@ -91,6 +91,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as logs, messages and saved summaries show it: its password masked."""
+    try:
+        return require("sqlalchemy.engine").make_url(url).render_as_string(hide_password=True)
+    except require("sqlalchemy.exc").ArgumentError:
+        return url
+
+
 def rdb_storage(url: str):
     """Optuna's RDB storage at ``url``, safe for several processes on one SQLite file.
 
@@ -319,7 +327,7 @@ def search(
     log(
         f"effnet search: {len(points)} candidates (alpha, beta, gamma) with "
         f"|a*b^2*g^2 - {target:g}| <= {tolerance:g}, {int(budget)} epoch(s) each, "
-        f"{workers} worker(s), storage {storage}"
+        f"{workers} worker(s), storage {shown_url(storage)}"
     )
 
     def write(final: bool = False) -> dict[str, Any]:
@@ -329,7 +337,7 @@ def search(
             budget_epochs=int(budget),
             tolerance=tolerance,
             step=step,
-            storage=storage,
+            storage=shown_url(storage),
             study=study_name(base),
         )
         if final:  # did any trial learn anything? (every one at chance: the ranking is noise)
