@@ -9,6 +9,7 @@ import glob
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import pytest
 
 from effnet.cli import main
 from effnet.lab import nas_space
-from effnet.lab.nas import claim, make_sampler, open_study, trial_seed
+from effnet.lab.nas import BEST_SPEC, claim, make_sampler, open_study, trial_seed
 from effnet.lab.search import rdb_storage, requeue_dead_trials
 
 optuna = pytest.importorskip("optuna")
@@ -30,8 +31,9 @@ TrialState = optuna.trial.TrialState
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAS_TINY = ["--space", "v2", "--epochs", "1", "--image-size", "32", "--max-train-samples", "48"]
 NAS_TINY += ["--batch-size", "16", "--threads", "1"]
-QUEUED = int(os.environ.get("EFFNET_TEST_QUEUED", "40"))  # trials two workers race for
+QUEUED = 40  # trials two workers race for
 DEAD_PID = 2**22 + 12345  # beyond pid_max's default: no such process
+TRIAL_LINE = re.compile(r"^trial (\d+): ", re.M)  # a worker's line for each trial it trained
 
 
 def _env() -> dict[str, str]:
@@ -172,10 +174,7 @@ def _check_shared(study, out: Path, trials: int, pids: set[int], logs: list[str]
     assert trained == set(dirs)  # nothing else was trained
     for d in dirs:
         assert Path(d, "summary.json").is_file()
-    reported = [
-        [int(line.split()[1].rstrip(":")) for line in log.splitlines() if line.startswith("trial ")]
-        for log in logs
-    ]
+    reported = [[int(n) for n in TRIAL_LINE.findall(log)] for log in logs]
     assert not set(reported[0]) & set(reported[1])  # no trial reported by both workers
     assert sorted(reported[0] + reported[1]) == sorted(t.number for t in complete)
 
@@ -186,12 +185,19 @@ def test_two_workers_on_one_sqlite_study_never_train_the_same_trial(tmp_path):
     study = _load(f"sqlite:///{tmp_path / 'nas.db'}")
     _check_shared(study, tmp_path, 4, pids, logs)
     assert len(json.loads((tmp_path / "trials.json").read_text())) == 4
-    # the same command again trains nothing
+    best = json.loads((tmp_path / "nas.json").read_text())["best"]
+    spec = json.loads((tmp_path / BEST_SPEC).read_text())
+    assert spec == json.loads(Path(best["run_dir"], "spec.json").read_text())
+    # The same command again trains nothing, and writes the best spec file from the study even
+    # where the run folders are not (a machine whose workers did not train the best trial).
+    shutil.move(tmp_path / "trials", tmp_path / "elsewhere")
+    (tmp_path / BEST_SPEC).unlink()
     before = len(study.trials)
     r = subprocess.run(_nas_cmd(tmp_path, "--trials", "4"), env=_env(), capture_output=True)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
-    assert not any(line.startswith(b"trial ") for line in r.stdout.splitlines())
+    assert not TRIAL_LINE.findall(r.stdout.decode()) and not (tmp_path / "trials").exists()
     assert len(_load(f"sqlite:///{tmp_path / 'nas.db'}").trials) == before
+    assert json.loads((tmp_path / BEST_SPEC).read_text()) == spec
 
 
 def _wait_mid_training(out: Path, proc: subprocess.Popen, deadline: float) -> Path:
@@ -232,7 +238,7 @@ def test_a_worker_killed_mid_trial_leaves_a_study_the_next_run_completes(tmp_pat
     redone = [t for t in complete if t.user_attrs["run_dir"] == str(victim)]
     assert len(redone) == 1 and redone[0].number > killed.number
     assert redone[0].params == killed.params and redone[0].user_attrs["pid"] != proc.pid
-    assert [line.startswith("trial ") for line in r.stdout.splitlines()].count(True) == 1
+    assert TRIAL_LINE.findall(r.stdout) == [str(redone[0].number)]  # the only trial trained
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import socket
 import statistics
 import time
@@ -207,6 +206,7 @@ def run_trial(trial, study, space, base: Base, reward: Reward, out: Path, classe
     variant = candidate_variant(base, nas_space.to_family(space, genotype))
     run_dir = out / "trials" / fingerprint(base) / gid
     spec = write_spec(variant, run_dir / SPEC)
+    trial.set_user_attr("spec", variant_to_dict(variant))  # for machines without this folder
     size = base.image_size
     batch = base.config.batch_size
     m: dict[str, Any] = {"step_time": step_time(variant, classes, size, batch, threads(base))}
@@ -315,7 +315,18 @@ def pareto(rows: list[dict[str, Any]]) -> list[int]:
     return sorted(r["trial"] for r in rows if not any(dominates(o, r) for o in rows))
 
 
-def write_outputs(out: Path, res: dict[str, Any]) -> None:
+def best_spec(study, best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best trial's spec file body, as the trial recorded it: another machine sharing the
+    storage may have trained it, so its run folder need not be on this one."""
+    if best is None:
+        return None
+    (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == best["trial"]]
+    if "spec" in trial.user_attrs:
+        return trial.user_attrs["spec"]
+    return json.loads((Path(best["run_dir"]) / SPEC).read_text())
+
+
+def write_outputs(out: Path, res: dict[str, Any], spec: dict[str, Any] | None) -> None:
     rows = res["trials"]
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
@@ -324,9 +335,9 @@ def write_outputs(out: Path, res: dict[str, Any]) -> None:
     atomic_write(out / "trials.csv", lambda tmp: Path(tmp).write_text(table.getvalue()))
     text = json.dumps(rows, indent=2)
     atomic_write(out / "trials.json", lambda tmp: Path(tmp).write_text(text))
-    if res["best"]:
-        src = Path(res["best"]["run_dir"]) / SPEC
-        atomic_write(out / BEST_SPEC, lambda tmp: shutil.copyfile(src, tmp))
+    if spec is not None:
+        body = json.dumps(spec, indent=2)
+        atomic_write(out / BEST_SPEC, lambda tmp: Path(tmp).write_text(body))
     summary = json.dumps({k: v for k, v in res.items() if k != "trials"}, indent=2)
     atomic_write(out / "nas.json", lambda tmp: Path(tmp).write_text(summary))
 
@@ -402,7 +413,7 @@ def nas(
         "warning": chance_warning(level, "nas"),
         "trials": rows,
     }
-    write_outputs(out, res)
+    write_outputs(out, res, best_spec(study, res["best"]))
     if res["warning"]:
         log(res["warning"])
     res["plot"] = str(plot_nas(res, out / "pareto.png"))

@@ -12,6 +12,7 @@ import datetime
 import json
 import multiprocessing as mp
 import os
+import random
 import socket
 import sys
 import time
@@ -109,16 +110,32 @@ def rdb_storage(url: str):
     every SQLite transaction is ``BEGIN IMMEDIATE``: it takes the database's write lock before
     its first read, so those read-check-write steps run one process at a time.
     """
-    optuna, sqlalchemy = require("optuna"), require("sqlalchemy")
-    if sqlalchemy.engine.make_url(url).get_backend_name() != "sqlite":
-        return optuna.storages.RDBStorage(url)
-    storage = optuna.storages.RDBStorage(
-        url, engine_kwargs={"connect_args": {"isolation_level": None, "timeout": 60.0}}
-    )
+    sqlalchemy = require("sqlalchemy")
+    sqlite = sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite"
+    if not sqlite:
+        return _new_storage(url, {}, sqlite)
+    kwargs = {"connect_args": {"isolation_level": None, "timeout": 60.0}}
+    storage = _new_storage(url, kwargs, sqlite)
     sqlalchemy.event.listen(
         storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE")
     )
     return storage
+
+
+def _new_storage(url: str, engine_kwargs: dict[str, Any], sqlite: bool, tries: int = 5):
+    """``RDBStorage(url)``, tried again when another process creating the same fresh database
+    at the same moment wins a race for its tables or its schema version row (SQLite reports a
+    table that already exists as an OperationalError, PostgreSQL as a ProgrammingError)."""
+    optuna, exc = require("optuna"), require("sqlalchemy.exc")
+    lost = (exc.IntegrityError, exc.OperationalError if sqlite else exc.ProgrammingError)
+    for i in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except lost:
+            if i == tries - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
 
 
 def requeue_dead_trials(study, keys: list[str], params_of=None) -> int:
