@@ -169,7 +169,7 @@ def _check_shared(study, out: Path, trials: int, pids: set[int], logs: list[str]
     assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
     dirs = [t.user_attrs["run_dir"] for t in complete]
     assert len(set(dirs)) == trials  # no run folder (genotype) twice
-    assert {t.user_attrs["pid"] for t in complete} <= pids
+    assert {t.user_attrs["pid"] for t in complete} == pids  # both workers trained
     trained = {str(p.parent) for p in out.glob("trials/*/*/config.json")}
     assert trained == set(dirs)  # nothing else was trained
     for d in dirs:
