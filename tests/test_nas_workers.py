@@ -68,7 +68,7 @@ def _pop_all(url: str, start: float, queue) -> None:
 
 def _race(target, url: str) -> list:
     ctx = mp.get_context("fork")
-    queue, start = ctx.Queue(), time.time() + 1.5
+    queue, start = ctx.Queue(), time.time() + 1.0
     procs = [ctx.Process(target=target, args=(url, start, queue)) for _ in range(2)]
     for p in procs:
         p.start()
@@ -106,11 +106,14 @@ def test_a_dead_trial_is_queued_again_by_exactly_one_worker(tmp_path):
     # reading first) both queued the point, so a genotype was trained twice.
     url = f"sqlite:///{tmp_path / 'q.db'}"
     study = optuna.create_study(study_name="q", storage=rdb_storage(url))
-    for i in range(QUEUED):
-        t = study.ask()
-        t.suggest_int("x", i, i)
-        t.set_user_attr("host", socket.gethostname())
-        t.set_user_attr("pid", DEAD_PID)
+    owner = {"host": socket.gethostname(), "pid": DEAD_PID}
+    x = optuna.distributions.IntDistribution(0, QUEUED)
+    study.add_trials(
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING, params={"x": i}, distributions={"x": x}, user_attrs=owner
+        )
+        for i in range(QUEUED)
+    )
     failed = _race(_requeue, url)
     assert all(isinstance(n, int) for n in failed), failed
     assert sum(failed) == QUEUED  # each dead trial failed once, by one of the two
