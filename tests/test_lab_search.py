@@ -40,6 +40,7 @@ def test_no_grid_point_is_an_error():
         (["--budget", "0"], "budget must be a whole number of epochs >= 1, got 0"),
         (["--step", "0.7", "--max-coef", "1.7", "--tolerance", "0.05"], "no grid point"),
         (["--workers", "0"], "workers must be an integer >= 1"),
+        (["--storage", "postgresql://u:x@127.0.0.1:1/db"], "port 1 failed: Connection refused"),
     ],
 )
 def test_cli_bad_input_one_line(tmp_path, capsys, args, msg):

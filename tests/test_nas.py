@@ -215,6 +215,11 @@ def test_cli_info_and_scale_take_a_spec_file(tmp_path, capsys):
         (["--storage", "nosuchdb://x/y"], "unknown database kind 'nosuchdb'"),
         (["--storage", "not a url"], "not a database URL"),
         (["--storage", "sqlite:////no/such/folder/x.db"], "no such folder /no/such/folder"),
+        (
+            ["--storage", "postgresql://u:secret@127.0.0.1:1/db"],
+            "--storage postgresql://u:***@127.0.0.1:1/db: (psycopg.OperationalError) connection "
+            'failed: connection to server at "127.0.0.1", port 1 failed: Connection refused',
+        ),
     ],
 )
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, msg):

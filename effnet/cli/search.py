@@ -10,7 +10,7 @@ from pathlib import Path
 
 from effnet.cli import CLIError
 from effnet.env import require
-from effnet.lab.search import search
+from effnet.lab.search import search, shown_url
 from effnet.training.trainer import Interrupted
 
 
@@ -30,12 +30,14 @@ STORAGE_EXAMPLE = "e.g. sqlite:///runs/search/search.db or postgresql://user@hos
 
 def check_storage(url: str) -> None:
     """A one-line CLIError for a --storage URL that cannot work: not a URL, an unknown database
-    kind or a driver that is not installed, a sqlite file in a missing or read-only folder."""
+    kind or a driver that is not installed, a sqlite file in a missing or read-only folder, a
+    database server that cannot be reached or refuses the login."""
     engine, exc = require("sqlalchemy.engine"), require("sqlalchemy.exc")
     try:
         parsed = engine.make_url(url)
     except exc.ArgumentError:
         raise CLIError(f"--storage {url}: not a database URL ({STORAGE_EXAMPLE})") from None
+    url = shown_url(url)
     try:
         dialect = parsed.get_dialect()
         dialect.import_dbapi()  # the driver module (psycopg, pymysql, ...)
@@ -47,7 +49,10 @@ def check_storage(url: str) -> None:
         raise CLIError(
             f"--storage {url}: the {parsed.drivername} driver is not installed ({e})"
         ) from None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite":
+        connect(parsed, url)
+        return
+    if parsed.database in (None, "", ":memory:"):
         return
     path = Path(parsed.database)
     if path.is_dir():
@@ -59,17 +64,38 @@ def check_storage(url: str) -> None:
         raise CLIError(f"--storage {url}: {path if path.exists() else folder} is not writable")
 
 
+def connect(parsed, url: str) -> None:
+    """Open (and close) one connection to a database server: a wrong host, port, password or
+    database name is a one-line CLIError before anything is written."""
+    sqlalchemy = require("sqlalchemy")
+    engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        engine.connect().close()
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise CLIError(f"--storage {url}: {first_line(e)}") from None
+    finally:
+        engine.dispose()
+
+
+def first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 @contextlib.contextmanager
 def study_errors(command: str, where: str):
     """Around a study's run: a storage error is one CLIError naming ``where``; Ctrl-C (or a
     SIGTERM the trainer turned into ``Interrupted``) prints one line and puts the exit status
     in the yielded list."""
     stopped: list[int] = []
+    lost = (
+        require("sqlalchemy.exc").SQLAlchemyError,
+        require("optuna.exceptions").StorageInternalError,
+    )
     try:
         yield stopped
-    except require("sqlalchemy.exc").SQLAlchemyError as e:  # e.g. a database that refuses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CLIError(f"--storage {where}: {first}") from None
+    except lost as e:  # e.g. a database that refuses, or one lost during the run
+        cause = e.__cause__ if e.__cause__ is not None else e
+        raise CLIError(f"--storage {shown_url(where)}: {first_line(cause)}") from None
     except (Interrupted, KeyboardInterrupt) as e:
         signal_name = str(e).split(" ")[0] if str(e) else "interrupt"
         print(

@@ -6,7 +6,8 @@ same batch and threads for every candidate), its parameters and MACs (exact, fro
 its accuracy after a short run of the ordinary trainer (its recipe, crash safety and resume).
 Trials live in an Optuna study in RDB storage (SQLite in the output folder by default), as in
 ``effnet search``: a re-run skips finished trials, a trial whose process died is queued again and
-resumes from its checkpoint, and several processes or machines can share one database.
+resumes from its checkpoint, and several processes or machines can share one database. However
+many workers share a study, it trains exactly ``trials`` candidates, each genotype once at a time.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import socket
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from effnet.lab.experiment import (
     train_once,
 )
 from effnet.lab.plots import plot_nas
-from effnet.lab.search import requeue_dead_trials
+from effnet.lab.search import rdb_storage, requeue_dead_trials, shown_url
 from effnet.registry import Variant, get_variant, variant_to_dict
 from effnet.weights.serialize import atomic_write
 
@@ -119,21 +120,33 @@ class Reward:
         return "ACC * (MACs / (400M * (size/224)^2))^-0.07"
 
 
-def open_study(storage: str, name: str, sampler: str, seed: int):
-    optuna = require("optuna")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+def make_sampler(sampler: str, seed: int):
+    samplers = require("optuna.samplers")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     make = {
-        "random": optuna.samplers.RandomSampler,
-        "tpe": optuna.samplers.TPESampler,
-        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": samplers.RandomSampler,
+        "tpe": samplers.TPESampler,
+        "nsga2": samplers.NSGAIISampler,
     }[sampler]
+    return make(seed=seed)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number``. Workers that share a study run the same command,
+    so a sampler seeded once per process would draw the same genotypes in every worker; seeded
+    per trial number, the draws differ and a search stays repeatable under its ``seed``."""
+    return int(hashlib.sha1(f"{seed}:{number}".encode()).hexdigest()[:8], 16)
+
+
+def open_study(storage: str, name: str, sampler: str, seed: int):
+    optuna = require("optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     multi = {"directions": ["maximize", "minimize", "minimize"]}
     return optuna.create_study(
         study_name=name,
-        storage=storage,
-        sampler=make(seed=seed),
+        storage=rdb_storage(storage),
+        sampler=make_sampler(sampler, seed),
         load_if_exists=True,
         **(multi if sampler == "nsga2" else {"direction": "maximize"}),
     )
@@ -157,14 +170,43 @@ def reference_step_time(study, base: Base, space, classes: int) -> float:
     return float(ref)
 
 
+LIVE = ("WAITING", "RUNNING", "COMPLETE")
+
+
+def claim(study, trial, trials: int) -> bool:
+    """Whether the RUNNING ``trial`` is within the study's ``trials``: fewer than ``trials``
+    trials numbered below it are queued, running or complete. Trial numbers follow creation
+    (the storage creates them one at a time), and a trial checks only once it is RUNNING, so
+    of two workers that start a trial for the last place, the later one sees the earlier and
+    yields: the study never trains more than ``trials``."""
+    TrialState = require("optuna.trial").TrialState
+    live = tuple(TrialState[s] for s in LIVE)
+    before = [t for t in study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
+    return len(before) < trials
+
+
+def twin(study, trial, gid: str) -> int | None:
+    """Another RUNNING trial of genotype ``gid`` (it trains in the same run folder), if any.
+    Each trial records its genotype before it looks, so of two that drew the same genotype at
+    once, at least one sees the other."""
+    TrialState = require("optuna.trial").TrialState
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number != trial.number and t.user_attrs.get("genotype_id") == gid:
+            return t.number
+    return None
+
+
 def run_trial(trial, study, space, base: Base, reward: Reward, out: Path, classes: int, log):
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
     genotype = nas_space.sample(space, trial.suggest_categorical)
     gid = nas_space.genotype_id(genotype)
+    trial.set_user_attr("genotype_id", gid)
+    other = twin(study, trial, gid)
+    if other is not None:
+        raise require("optuna").TrialPruned(f"trial {other} trains genotype {gid}")
     variant = candidate_variant(base, nas_space.to_family(space, genotype))
     run_dir = out / "trials" / fingerprint(base) / gid
     spec = write_spec(variant, run_dir / SPEC)
+    trial.set_user_attr("spec", variant_to_dict(variant))  # for machines without this folder
     size = base.image_size
     batch = base.config.batch_size
     m: dict[str, Any] = {"step_time": step_time(variant, classes, size, batch, threads(base))}
@@ -196,21 +238,46 @@ def run_trial(trial, study, space, base: Base, reward: Reward, out: Path, classe
     return m["reward"]
 
 
-def run_worker(study, trials: int, space, base, reward, out: Path, classes: int, log) -> None:
-    """Run trials until the study holds ``trials`` finished (or running) ones."""
+def run_worker(
+    study, trials: int, space, base, reward, out: Path, classes: int, log, sampler="random", seed=0
+) -> None:
+    """Run trials until the study holds ``trials`` complete ones (this process's share, with
+    any other workers on the study): queued trials first (a dead worker's genotype), else new
+    ones; a trial beyond ``trials`` (``claim``) or of a genotype being trained (``twin``) is
+    pruned before it trains. While other workers run the last trials, wait for them."""
+    optuna = require("optuna")
     TrialState = require("optuna.trial").TrialState
 
     def params_of(t):
         return dict(t.params) or None
 
+    def objective(trial):
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        if not claim(study, trial, trials):
+            raise optuna.TrialPruned(f"the study has its {trials} trials")
+        study.sampler = make_sampler(sampler, trial_seed(seed, trial.number))
+        return run_trial(trial, study, space, base, reward, out, classes, log)
+
+    waiting_for = None
     while True:
         requeue_dead_trials(study, [], params_of=params_of)
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        if len(done) >= trials:
+        all_trials = study.get_trials(deepcopy=False)
+        n = Counter(t.state for t in all_trials)
+        if n[TrialState.COMPLETE] >= trials:
             return
-        study.optimize(
-            lambda t: run_trial(t, study, space, base, reward, out, classes, log), n_trials=1
-        )
+        if n[TrialState.WAITING] or n[TrialState.COMPLETE] + n[TrialState.RUNNING] < trials:
+            study.optimize(objective, n_trials=1)
+            continue
+        running = [t for t in all_trials if t.state == TrialState.RUNNING]
+        if waiting_for != [t.number for t in running]:
+            waiting_for = [t.number for t in running]
+            who = ", ".join(
+                f"{t.number} ({t.user_attrs.get('host')} pid {t.user_attrs.get('pid')})"
+                for t in running
+            )
+            log(f"waiting for the last trial(s) that other workers run: {who}")
+        time.sleep(2.0)
 
 
 def results(study, reward: Reward) -> list[dict[str, Any]]:
@@ -248,7 +315,18 @@ def pareto(rows: list[dict[str, Any]]) -> list[int]:
     return sorted(r["trial"] for r in rows if not any(dominates(o, r) for o in rows))
 
 
-def write_outputs(out: Path, res: dict[str, Any]) -> None:
+def best_spec(study, best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best trial's spec file body, as the trial recorded it: another machine sharing the
+    storage may have trained it, so its run folder need not be on this one."""
+    if best is None:
+        return None
+    (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == best["trial"]]
+    if "spec" in trial.user_attrs:
+        return trial.user_attrs["spec"]
+    return json.loads((Path(best["run_dir"]) / SPEC).read_text())
+
+
+def write_outputs(out: Path, res: dict[str, Any], spec: dict[str, Any] | None) -> None:
     rows = res["trials"]
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
@@ -257,9 +335,9 @@ def write_outputs(out: Path, res: dict[str, Any]) -> None:
     atomic_write(out / "trials.csv", lambda tmp: Path(tmp).write_text(table.getvalue()))
     text = json.dumps(rows, indent=2)
     atomic_write(out / "trials.json", lambda tmp: Path(tmp).write_text(text))
-    if res["best"]:
-        src = Path(res["best"]["run_dir"]) / SPEC
-        atomic_write(out / BEST_SPEC, lambda tmp: shutil.copyfile(src, tmp))
+    if spec is not None:
+        body = json.dumps(spec, indent=2)
+        atomic_write(out / BEST_SPEC, lambda tmp: Path(tmp).write_text(body))
     summary = json.dumps({k: v for k, v in res.items() if k != "trials"}, indent=2)
     atomic_write(out / "nas.json", lambda tmp: Path(tmp).write_text(summary))
 
@@ -310,9 +388,9 @@ def nas(
     log(
         f"effnet nas: space {space} ({the_space.size():.3g} genotypes), {trials} trial(s) of "
         f"{epochs} epoch(s) at {base.image_size}px, sampler {sampler}, reward {rew.label()}, "
-        f"storage {storage}"
+        f"storage {shown_url(storage)}"
     )
-    run_worker(study, trials, the_space, base, rew, out, classes, log)
+    run_worker(study, trials, the_space, base, rew, out, classes, log, sampler, seed)
     rows = results(study, rew)
     front = pareto(rows)
     level = chance_level(base, [100 * r["acc"] for r in rows])
@@ -323,7 +401,7 @@ def nas(
         "reward": rew.label(),
         "epochs": epochs,
         "image_size": base.image_size,
-        "storage": storage,
+        "storage": shown_url(storage),
         "study": name,
         "ref_step_time": study.user_attrs.get("ref_step_time"),
         "threads": threads(base),
@@ -335,7 +413,7 @@ def nas(
         "warning": chance_warning(level, "nas"),
         "trials": rows,
     }
-    write_outputs(out, res)
+    write_outputs(out, res, best_spec(study, res["best"]))
     if res["warning"]:
         log(res["warning"])
     res["plot"] = str(plot_nas(res, out / "pareto.png"))

@@ -12,6 +12,7 @@ import datetime
 import json
 import multiprocessing as mp
 import os
+import random
 import socket
 import sys
 import time
@@ -91,14 +92,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as logs, messages and saved summaries show it: its password masked."""
+    try:
+        return require("sqlalchemy.engine").make_url(url).render_as_string(hide_password=True)
+    except require("sqlalchemy.exc").ArgumentError:
+        return url
+
+
+def rdb_storage(url: str):
+    """Optuna's RDB storage at ``url``, safe for several processes on one SQLite file.
+
+    Optuna moves a trial between states by reading it ``FOR UPDATE``, checking its state and
+    writing the new one. PostgreSQL and MySQL lock the row for that; SQLite ignores the clause,
+    and Python's sqlite3 opens a transaction only at the first write, so two processes can both
+    read a queued (WAITING) trial and both start it, or both fail the same dead trial. Here
+    every SQLite transaction is ``BEGIN IMMEDIATE``: it takes the database's write lock before
+    its first read, so those read-check-write steps run one process at a time.
+    """
+    sqlalchemy = require("sqlalchemy")
+    sqlite = sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite"
+    if not sqlite:
+        return _new_storage(url, {}, sqlite)
+    kwargs = {"connect_args": {"isolation_level": None, "timeout": 60.0}}
+    storage = _new_storage(url, kwargs, sqlite)
+    sqlalchemy.event.listen(
+        storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE")
+    )
+    return storage
+
+
+def _new_storage(url: str, engine_kwargs: dict[str, Any], sqlite: bool, tries: int = 5):
+    """``RDBStorage(url)``, tried again when another process creating the same fresh database
+    at the same moment wins a race for its tables or its schema version row (SQLite reports a
+    table that already exists as an OperationalError, PostgreSQL as a ProgrammingError)."""
+    optuna, exc = require("optuna"), require("sqlalchemy.exc")
+    lost = (exc.IntegrityError, exc.OperationalError if sqlite else exc.ProgrammingError)
+    for i in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except lost:
+            if i == tries - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
 def requeue_dead_trials(study, keys: list[str], params_of=None) -> int:
     """Fail RUNNING trials whose process (on this host) is gone and queue their point again.
 
     A trial that never recorded its owner (killed within its first moments) counts as dead
     after a minute. Trials of other hosts are left alone: only their host can tell.
     ``params_of(trial)``: the parameters to queue again (default: the grid point of ``keys``).
+    Several workers may see the same dead trial: only the one whose state change wins (the
+    storage serialises them, see ``rdb_storage``) queues it; the others skip it.
     """
     TrialState = require("optuna.trial").TrialState
+    Finished = require("optuna.exceptions").UpdateFinishedTrialError
 
     host, n = socket.gethostname(), 0
     now = datetime.datetime.now()
@@ -110,7 +160,10 @@ def requeue_dead_trials(study, keys: list[str], params_of=None) -> int:
             dead = t.datetime_start is not None and (now - t.datetime_start).total_seconds() > 60
         if not dead:
             continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        try:
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except Finished:  # another worker failed it first, and queues it
+            continue
         n += 1
         if params_of is not None:
             if params_of(t):
@@ -136,7 +189,7 @@ def open_study(storage: str, points: list[tuple[float, float, float]], name: str
     sampler = optuna.samplers.GridSampler({PARAM: [key(p) for p in points]}, seed=0)
     return optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=rdb_storage(storage),
         sampler=sampler,
         direction="maximize",
         load_if_exists=True,
@@ -291,7 +344,7 @@ def search(
     log(
         f"effnet search: {len(points)} candidates (alpha, beta, gamma) with "
         f"|a*b^2*g^2 - {target:g}| <= {tolerance:g}, {int(budget)} epoch(s) each, "
-        f"{workers} worker(s), storage {storage}"
+        f"{workers} worker(s), storage {shown_url(storage)}"
     )
 
     def write(final: bool = False) -> dict[str, Any]:
@@ -301,7 +354,7 @@ def search(
             budget_epochs=int(budget),
             tolerance=tolerance,
             step=step,
-            storage=storage,
+            storage=shown_url(storage),
             study=study_name(base),
         )
         if final:  # did any trial learn anything? (every one at chance: the ranking is noise)
