@@ -57,7 +57,8 @@ def export_executorch(
     agreement on the calibration images (see ``effnet.deploy.export.edge``).
     """
     opts = options.check("ExecuTorch")
-    require_executorch()
+    with quiet_native():  # importing them logs native start-up lines
+        require_executorch()
     images, skipped = calibration_images(model, opts, input_spec(model, image_size)[1])
 
     def save(tmp: str, in_chans: int, size: int) -> None:

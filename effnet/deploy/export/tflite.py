@@ -59,7 +59,8 @@ def export_tflite(
     agreement on the calibration images (see ``effnet.deploy.export.edge``).
     """
     opts = options.check("LiteRT")
-    require_litert()
+    with quiet_native():  # importing them logs native start-up lines
+        require_litert()
     images, skipped = calibration_images(model, opts, input_spec(model, image_size)[1])
 
     def save(tmp: str, in_chans: int, size: int) -> None:
