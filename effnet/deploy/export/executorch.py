@@ -107,11 +107,16 @@ def _lower(program):
     return edge.to_executorch()
 
 
-def load_executorch(path: str | os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
+def load_executorch(
+    path: str | os.PathLike, *, threads: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable running a ``.pte`` file's ``forward`` in ExecuTorch's runtime; one-line
-    errors for a missing or foreign file."""
+    errors for a missing or foreign file. ``threads`` resizes ExecuTorch's (process-wide)
+    XNNPACK thread pool."""
     require_executorch()
     runtime = require("executorch.runtime").Runtime
+    if threads is not None:
+        require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(threads)
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such ExecuTorch file")
