@@ -82,6 +82,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="ONNX: make height and width dynamic too (multiples of 32 for TF-padded models)",
     )
+    _add_edge_options(p)
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the comparison of the exported file with PyTorch",
+    )
+    p.set_defaults(
+        func="effnet.cli.export:run",
+        checks=(exists_check("model", only_files=True), _edge_check),
+    )
+
+
+def _add_edge_options(p: argparse.ArgumentParser) -> None:
+    """INT8 and calibration images for the edge formats (executorch, tflite)."""
     p.add_argument(
         "--int8",
         action="store_true",
@@ -108,14 +123,4 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="F",
         help="--int8: refuse the file if its top-1 agreement with PyTorch on the calibration "
         "images is below F, in [0, 1] (default: %(default)s, report only)",
-    )
-    p.add_argument(
-        "--no-verify",
-        dest="verify",
-        action="store_false",
-        help="skip the comparison of the exported file with PyTorch",
-    )
-    p.set_defaults(
-        func="effnet.cli.export:run",
-        checks=(exists_check("model", only_files=True), _edge_check),
     )
