@@ -165,7 +165,7 @@ def test_no_verify_skips_the_check(tmp_path, monkeypatch):
 
 def test_bad_format_and_options(tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
-        export_model("efficientnet_b0", "tflite", tmp_path / "m.tflite")
+        export_model("efficientnet_b0", "coreml", tmp_path / "m.mlpackage")
     with pytest.raises(ValueError, match="opset"):
         export_model("efficientnet_b0", "onnx", tmp_path / "m.onnx", opset=3)
     with pytest.raises(ValueError, match="image_size"):

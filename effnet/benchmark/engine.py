@@ -36,12 +36,26 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
+from effnet.deploy.export import export
+from effnet.deploy.export.executorch import load_executorch
+from effnet.deploy.export.tflite import load_tflite
 from effnet.deploy.optimize import optimize_for_inference
-from effnet.env import require
+from effnet.deploy.quantize import quantize_onnx
+from effnet.env import missing_message, require
 from effnet.fast import accelerate
 from effnet.registry import canonical_name
 
-PEERS = ("timm", "torchvision", "onnxruntime")
+# effnet's own files in other runtimes: --against word -> (candidate, format, int8).
+EDGE = {
+    "onnxruntime-int8": ("effnet onnxruntime int8", "onnx", True),
+    "executorch": ("effnet executorch", "executorch", False),
+    "executorch-int8": ("effnet executorch int8", "executorch", True),
+    "litert": ("effnet litert", "tflite", False),
+    "litert-int8": ("effnet litert int8", "tflite", True),
+}
+EDGE_MODULES = {"onnx": "onnxruntime", "executorch": "executorch", "tflite": "litert_torch"}
+EDGE_CALIBRATION = ("digits", 16)  # INT8 candidates: speed does not depend on the images
+PEERS = ("timm", "torchvision", "onnxruntime", *EDGE)
 MODES = ("infer", "train", "both")
 
 # effnet name -> the peer's name for the same architecture (symmetric padding, same blocks).
@@ -189,8 +203,6 @@ def _no_grad(model: nn.Module) -> Callable:
 
 def _onnx_session(model: nn.Module, example: torch.Tensor, threads: int, path: Path):
     """Export ``model`` (eval, fp32) and open it with all graph optimizations on."""
-    ort = require("onnxruntime")
-
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -202,6 +214,12 @@ def _onnx_session(model: nn.Module, example: torch.Tensor, threads: int, path: P
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
+    return _ort_run(path, threads)
+
+
+def _ort_run(path: Path, threads: int):
+    """An ONNX Runtime session on ``path``, all graph optimizations on, ``threads`` threads."""
+    ort = require("onnxruntime")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -257,6 +275,8 @@ def build_candidates(
         )
     elif want_ort:
         skipped.append("onnxruntime: not installed (pip install onnxruntime)")
+    if "infer" in modes and device.type == "cpu":
+        cands += edge_candidates(model, against, image_size, threads, workdir, skipped, log)
     peers, peer_cands = _peer_candidates(name, against, modes, model.num_classes, device, skipped)
     cands += peer_cands
     if want_ort and _importable("onnxruntime"):
@@ -275,6 +295,43 @@ def build_candidates(
                 )
             )
     return cands, skipped
+
+
+def edge_candidates(
+    model: nn.Module,
+    against: tuple[str, ...],
+    image_size: int,
+    threads: int,
+    workdir: Path,
+    skipped: list[str],
+    log: Callable[[str], None],
+) -> list[Candidate]:
+    """effnet's model as an INT8 ONNX file under ONNX Runtime, and as ExecuTorch / LiteRT files
+    (fp32, INT8) in their runtimes: each written by effnet's own verified export, then run on
+    ``threads`` threads. INT8 files are calibrated on a few digits images."""
+    cands = []
+    for word, (label, fmt, int8) in EDGE.items():
+        if word not in against:
+            continue
+        if not _importable(EDGE_MODULES[fmt]):
+            skipped.append(f"{word}: {missing_message(EDGE_MODULES[fmt])}")
+            continue
+        log(f"writing {label}")
+        run = _edge_file(model, fmt, int8, image_size, threads, workdir / f"{word}.{fmt}")
+        what = "INT8 (PT2E)" if int8 and fmt != "onnx" else "INT8 QDQ" if int8 else "fp32"
+        cands.append(Candidate(label, infer=run, note=f"effnet's {fmt} export, {what}"))
+    return cands
+
+
+def _edge_file(model: nn.Module, fmt: str, int8: bool, size: int, threads: int, path: Path):
+    data, images = EDGE_CALIBRATION
+    if fmt == "onnx":
+        quantize_onnx(model, calibrate=data, output=path, images=images, image_size=size)
+        return _ort_run(path, threads)
+    calibrate = data if int8 else None
+    export(model, fmt, path, image_size=size, int8=int8, calibrate=calibrate, images=images)
+    load = load_executorch if fmt == "executorch" else load_tflite
+    return load(path, threads=threads)
 
 
 def _effnet_candidates(

@@ -1,4 +1,4 @@
-"""`effnet export MODEL --format onnx|torchscript|safetensors|pt2 --output PATH`."""
+"""`effnet export MODEL --format FORMAT --output PATH`: every format, executorch and tflite too."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import sys
 
 from effnet.api import choose_pretrained, random_weights_note
 from effnet.deploy.export import TOLERANCE, export
+
+RUNTIMES = {
+    "onnx": "onnxruntime",
+    "executorch": "ExecuTorch's runtime",
+    "tflite": "LiteRT's interpreter",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,21 +27,33 @@ def run(args: argparse.Namespace) -> int:
         pretrained=pretrained,
         weights_source=args.weights_source,
         dynamic_size=args.dynamic_size,
+        int8=args.int8,
+        calibrate=args.calibrate,
+        images=args.images,
+        min_agreement=args.min_agreement,
     )
     if pretrained is False and args.pretrained is None:  # said before the report
         note = random_weights_note(args.model, "the export has random weights")
         print(f"effnet export: warning: {note}", file=sys.stderr)
     size = result.path.stat().st_size / 1e6
+    kind = f"{result.format}{' INT8' if result.int8 else ''}"
     print(
-        f"wrote {result.path} ({result.format}, {result.image_size}px input, {size:.1f} MB) "
+        f"wrote {result.path} ({kind}, {result.image_size}px input, {size:.1f} MB) "
         f"in {result.seconds:.1f} s"
     )
+    runtime = RUNTIMES.get(result.format, "the reloaded file")
+    if result.agreement is not None:
+        skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
+        print(
+            f"checked with {runtime} on {result.calibration_images} calibration images"
+            f"{skipped}: top-1 agreement with PyTorch {result.agreement:.1%}, max logit diff "
+            f"{result.max_logit_diff:.3g}"
+        )
     if result.max_abs_diff:
         checked = ", ".join(f"batch {b}: {d:.2e}" for b, d in result.max_abs_diff.items())
-        runtime = "onnxruntime" if result.format == "onnx" else "the reloaded file"
         checked += "".join(f", size {s} (batch 2): {d:.2e}" for s, d in result.size_diffs.items())
         bound = f"< {TOLERANCE:g} x max(1, largest |logit|)"
         print(f"verified with {runtime}: max abs diff vs PyTorch {checked} ({bound})")
-    else:
+    elif result.agreement is None:
         print("not verified (--no-verify)")
     return 0

@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--against",
         default="",
         metavar="PEERS",
-        help="comma-separated peers: timm, torchvision, onnxruntime",
+        help="comma-separated peers: timm, torchvision, onnxruntime; effnet's own files in other "
+        "runtimes: onnxruntime-int8, executorch, executorch-int8, litert, litert-int8",
     )
     p.add_argument(
         "--reps",

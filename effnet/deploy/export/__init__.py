@@ -1,5 +1,6 @@
-"""Export effnet models to ONNX, TorchScript, safetensors or ``torch.export`` (pt2), or their
-weights in timm's or torchvision's names (``timm`` / ``torchvision``), verified.
+"""Export effnet models to ONNX, TorchScript, safetensors or ``torch.export`` (pt2), to the
+edge runtimes ExecuTorch (``executorch``, .pte with XNNPACK) and LiteRT (``tflite``), fp32 or
+INT8, or their weights in timm's or torchvision's names (``timm`` / ``torchvision``), verified.
 
 ``export_model`` takes a model, a registered name or an effnet model file / run folder, writes
 the file atomically (a failed export or verification leaves nothing behind), and with
@@ -18,6 +19,8 @@ import torch
 
 from effnet.api import resolve_model
 from effnet.deploy.export.common import TOLERANCE, ExportResult, compare, eval_mode, input_spec
+from effnet.deploy.export.edge import DEFAULT_IMAGES, EdgeOptions
+from effnet.deploy.export.executorch import export_executorch
 from effnet.deploy.export.onnx import (
     DEFAULT_OPSET,
     check_onnx_inputs,
@@ -26,13 +29,18 @@ from effnet.deploy.export.onnx import (
     onnx_metadata,
 )
 from effnet.deploy.export.pt2 import export_pt2
+from effnet.deploy.export.tflite import export_tflite
 from effnet.deploy.export.torchscript import export_torchscript
 from effnet.deploy.export.upstream import export_upstream
 from effnet.weights.serialize import load_model, save_model
 
-FORMATS = ("onnx", "torchscript", "safetensors", "pt2", "timm", "torchvision")
+FORMATS = (
+    "onnx", "torchscript", "safetensors", "pt2", "executorch", "tflite", "timm", "torchvision",
+)  # fmt: skip
+EDGE_FORMATS = {"executorch": export_executorch, "tflite": export_tflite}
 
 __all__ = [
+    "DEFAULT_IMAGES",
     "DEFAULT_OPSET",
     "FORMATS",
     "TOLERANCE",
@@ -56,10 +64,19 @@ def export(
     pretrained: Any = None,
     weights_source: str = "auto",
     dynamic_size: bool = False,
+    int8: bool = False,
+    calibrate: str | os.PathLike | None = None,
+    images: int = DEFAULT_IMAGES,
+    min_agreement: float = 0.0,
 ) -> ExportResult:
-    """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds)."""
+    """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds;
+    for the edge formats also INT8 agreement and logit difference on the calibration images)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    edge = EdgeOptions(int8, calibrate, images, min_agreement)
+    if format not in EDGE_FORMATS and edge != EdgeOptions():
+        raise ValueError(f"int8 / calibrate / images / min_agreement apply to executorch and "
+                         f"tflite, not {format!r}")  # fmt: skip
     # refuses ONNX inputs too
     model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     output = Path(output)
@@ -72,6 +89,8 @@ def export(
             )
         if dynamic_size:
             raise ValueError(f"dynamic_size is an ONNX-only option, got format {format!r}")
+        if format in EDGE_FORMATS:
+            return EDGE_FORMATS[format](model, output, image_size, verify=verify, options=edge)
         if format == "torchscript":
             return export_torchscript(model, output, image_size, verify=verify)
         if format == "pt2":
@@ -101,6 +120,10 @@ def export_model(
     pretrained: Any = None,
     weights_source: str = "auto",
     dynamic_size: bool = False,
+    int8: bool = False,
+    calibrate: str | os.PathLike | None = None,
+    images: int = DEFAULT_IMAGES,
+    min_agreement: float = 0.0,
 ) -> Path:
     """Export a model (or a name / model file / run folder) to ``output``; returns the path.
 
@@ -108,7 +131,9 @@ def export_model(
         format: ``onnx`` (dynamic batch, metadata props), ``torchscript`` (traced),
             ``safetensors`` (effnet's own model file), ``pt2`` (``torch.export``), or ``timm`` /
             ``torchvision``: a state dict in their names (safetensors, or torch.save for a
-            ``.pth`` name) for ``effnet.convert.timm_name`` / ``torchvision_name``'s model.
+            ``.pth`` name) for ``effnet.convert.timm_name`` / ``torchvision_name``'s model;
+            ``executorch`` (.pte, XNNPACK delegate, ``pip install "effnet[executorch]"``) or
+            ``tflite`` (LiteRT via litert-torch, ``pip install "effnet[litert]"``).
         image_size: the export resolution; default the model's data-config resolution.
         opset: ONNX opset version.
         verify: reload the file and compare with PyTorch at batch 1 and 3 (< 1e-4).
@@ -116,6 +141,11 @@ def export_model(
             ``weights_source``: ``"auto"`` / ``"tf"`` / ``"torch"`` (see ``create_model``).
         dynamic_size: ONNX only: height and width dynamic too (multiples of 32 for TF "same"
             padding models), verified at a second size.
+        int8: executorch / tflite only: INT8 through PT2E, calibrated on ``calibrate`` (a
+            folder of images or ``digits``, the first ``images`` of them, through the model's
+            own preprocessing) and checked by top-1 agreement with PyTorch on them; the file is
+            refused below ``min_agreement``. Without ``int8``, ``calibrate`` adds a check of
+            the fp32 file on those images.
     """
     return export(
         model_or_path,
@@ -127,6 +157,10 @@ def export_model(
         pretrained=pretrained,
         weights_source=weights_source,
         dynamic_size=dynamic_size,
+        int8=int8,
+        calibrate=calibrate,
+        images=images,
+        min_agreement=min_agreement,
     ).path
 
 

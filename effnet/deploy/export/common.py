@@ -33,6 +33,12 @@ class ExportResult:
     max_abs_diff: dict[int, float] = field(default_factory=dict)  # batch size -> diff
     size_diffs: dict[int, float] = field(default_factory=dict)  # other input size -> diff
     seconds: float = 0.0
+    # Edge formats (executorch, tflite): INT8, and the check on real (calibration) images.
+    int8: bool = False
+    calibration_images: int = 0
+    skipped_images: int = 0
+    agreement: float | None = None  # top-1 agreement with PyTorch on those images
+    max_logit_diff: float | None = None  # their largest logit difference
 
 
 def input_channels(model: nn.Module) -> int:
@@ -142,11 +148,15 @@ def write_export(
     save: Callable[[str, int, int], None],
     load: Callable[[str], Callable[[torch.Tensor], torch.Tensor]],
     verify: bool,
+    check: Callable[[ExportResult, Callable], None] | None = None,
+    random_inputs: bool = True,
 ) -> ExportResult:
     """The frame every graph format shares: eval mode, exporter warnings silenced, an atomic
     write, and (with ``verify``) the reloaded file compared with PyTorch before it is renamed.
 
     ``save(tmp, in_chans, size)`` writes the file; ``load(tmp)`` returns something callable.
+    With ``verify``, ``check(result, run)`` runs after the comparison on random inputs (which
+    ``random_inputs=False`` skips, for INT8 files that cannot meet the fp32 bound).
     """
     in_chans, size = input_spec(model, image_size)
     result = ExportResult(Path(path), fmt, size)
@@ -158,7 +168,11 @@ def write_export(
             warnings.simplefilter("ignore")
             save(tmp, in_chans, size)
             if verify:
-                result.max_abs_diff = compare(model, load(tmp), in_chans, size)
+                run = load(tmp)
+                if random_inputs:
+                    result.max_abs_diff = compare(model, run, in_chans, size)
+                if check is not None:
+                    check(result, run)
 
     atomic_write(path, write)
     result.seconds = time.perf_counter() - start

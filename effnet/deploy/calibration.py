@@ -1,0 +1,43 @@
+"""Calibration images for post-training quantization, shared by every INT8 path (ONNX Runtime,
+ExecuTorch, LiteRT): a folder of images or ``digits``, through the model's own preprocessing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from effnet.data.datasets import load_data
+from effnet.data.images import UnreadableImageError, is_image_file, open_rgb
+
+
+def calibration_arrays(source: str | os.PathLike, limit: int, transform) -> tuple[np.ndarray, int]:
+    """(float32 array (N, C, H, W) of up to ``limit`` preprocessed images, unreadable count).
+
+    ``source`` is ``digits`` (its training split) or a folder searched recursively in sorted
+    order; any size or mode is fine (the preprocessing resizes and converts to RGB).
+    """
+    if os.fspath(source) == "digits":
+        train = load_data("digits").train
+        picked = [transform(train.images[i]) for i in range(min(limit, len(train)))]
+        return torch.stack(picked).numpy(), 0
+    root = Path(os.path.expanduser(os.fspath(source)))
+    if not root.exists():
+        raise FileNotFoundError(f"calibration folder {root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"calibration data {root} is not a folder (give a folder of images)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    picked, skipped = [], 0
+    for f in files:
+        if len(picked) == limit:
+            break
+        try:
+            picked.append(transform(open_rgb(f)))
+        except (UnreadableImageError, OSError):
+            skipped += int(is_image_file(f))
+    if not picked:
+        what = f"{skipped} unreadable image(s)" if skipped else "no image files"
+        raise ValueError(f"calibration folder {root}: no readable images ({what})")
+    return torch.stack(picked).numpy(), skipped

@@ -1,0 +1,153 @@
+"""What the edge exports (ExecuTorch ``.pte``, LiteRT ``.tflite``) share.
+
+- INT8 through PT2E (``torchao.quantization.pt2e``; PT2E left torch in 2.14): the model is
+  exported with ``torch.export``, observed on calibration images that went through the model's
+  own preprocessing (``effnet.deploy.calibration``, the loader ``effnet quantize`` uses), and
+  converted, ready for the target's own lowering.
+- The check on real images before a file takes its name: in fp32 the file's logits must match
+  eager PyTorch within ``TOLERANCE`` x max(1, largest |logit|) (the bound of every export), in
+  INT8 its top-1 agreement with eager and its largest logit difference are measured and the file
+  is refused below ``min_agreement``.
+- Quiet converters: their progress bars and native logs go nowhere; their errors become one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from effnet.data.transforms import eval_transform
+from effnet.deploy.calibration import calibration_arrays
+from effnet.deploy.export.common import TOLERANCE, ExportResult
+from effnet.env import require
+
+DEFAULT_IMAGES = 128  # calibration images, as for `effnet quantize`
+BATCH = 8  # verification batch (a second batch size proves the batch axis works)
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """INT8 and real-image options of an edge export (see ``effnet.deploy.export.export``)."""
+
+    int8: bool = False
+    calibrate: str | os.PathLike | None = None
+    images: int = DEFAULT_IMAGES
+    min_agreement: float = 0.0
+
+    def check(self, fmt: str) -> EdgeOptions:
+        n = self.images
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"images must be a positive integer, got {n!r}")
+        m = self.min_agreement
+        if isinstance(m, bool) or not isinstance(m, int | float) or not 0 <= m <= 1:
+            raise ValueError(f"min_agreement must be in [0, 1], got {m!r}")
+        if self.int8 and self.calibrate is None:
+            raise ValueError(f"an INT8 {fmt} export needs calibration images (calibrate=DIR)")
+        return self
+
+
+def calibration_images(model: nn.Module, opts: EdgeOptions, size: int) -> tuple[np.ndarray, int]:
+    """(preprocessed images, unreadable count) from ``opts.calibrate``; empty without it."""
+    if opts.calibrate is None:
+        return np.zeros((0, 3, size, size), np.float32), 0
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg:
+        raise ValueError(f"{type(model).__name__} has no pretrained_cfg to preprocess images with")
+    return calibration_arrays(opts.calibrate, opts.images, eval_transform(cfg, size))
+
+
+def pt2e_quantize(
+    model: nn.Module,
+    quantizer,
+    images: np.ndarray,
+    example: torch.Tensor,
+    *,
+    dynamic=None,
+    fold: bool = True,
+) -> nn.Module:
+    """``model`` quantized with PT2E: exported (batch axis ``dynamic``, a ``torch.export.Dim``,
+    or static), observed on ``images`` one at a time (a static graph's
+    example is a batch of 1), converted, and put in eval mode."""
+    pt2e = require("torchao.quantization.pt2e")
+    quantize_pt2e = require("torchao.quantization.pt2e.quantize_pt2e")
+    shapes = None if dynamic is None else ({0: dynamic},)
+    graph = torch.export.export(model, (example,), dynamic_shapes=shapes).module()
+    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for i in range(len(images)):
+            graph(torch.from_numpy(images[i : i + 1]))
+    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=fold)
+    pt2e.move_exported_model_to_eval(graph)
+    return graph
+
+
+def check_on_images(
+    model: nn.Module,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    result: ExportResult,
+    min_agreement: float,
+) -> None:
+    """Compare the file (``run``) with eager ``model`` on real images, in batches of BATCH.
+
+    Records ``result.agreement`` and ``result.max_logit_diff``. fp32: a difference at or above
+    the export bound is refused; INT8 (``result.int8``): an agreement below ``min_agreement``.
+    """
+    if len(images) == 0:
+        return
+    want, got = [], []
+    for i in range(0, len(images), BATCH):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + BATCH]))
+        with torch.inference_mode():
+            want.append(model(x).float())
+        got.append(run(x).float())
+    w, g = torch.cat(want), torch.cat(got)
+    if g.shape != w.shape:
+        raise ValueError(f"the exported file gives logits of shape {tuple(g.shape)}, "
+                         f"PyTorch {tuple(w.shape)}")  # fmt: skip
+    result.agreement = float((w.argmax(1) == g.argmax(1)).float().mean())
+    result.max_logit_diff = float((w - g).abs().max())
+    limit = TOLERANCE * max(1.0, float(w.abs().max()))
+    if not result.int8 and not result.max_logit_diff < limit:
+        raise ValueError(
+            f"the {result.format} file differs from PyTorch by {result.max_logit_diff:.3g} on "
+            f"the calibration images (tolerance {limit:.3g}); the file was not written"
+        )
+    if result.int8 and result.agreement < min_agreement:
+        raise ValueError(
+            f"the INT8 {result.format} file agrees with PyTorch on {result.agreement:.1%} of the "
+            f"calibration images (< {min_agreement:.0%}); the file was not written"
+        )
+
+
+@contextlib.contextmanager
+def quiet_native() -> Iterator[None]:
+    """Converters and runtimes print progress bars and native (C++) logs: while they run, the
+    process's stdout and stderr descriptors and Python's sys.stdout / sys.stderr go nowhere."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved: list[tuple[int, int]] = []
+    with contextlib.suppress(OSError):  # no real descriptors (embedded use): Python-level only
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)

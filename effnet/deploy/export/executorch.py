@@ -1,0 +1,134 @@
+"""ExecuTorch export: a ``.pte`` program with the XNNPACK delegate, fp32 or INT8, checked in
+ExecuTorch's own runtime (``executorch.runtime``) before it takes its name.
+
+INT8 goes through PT2E (``torchao.quantization.pt2e``) with XNNPACK's quantizer: symmetric
+per-channel INT8 weights, per-tensor activations observed on calibration images. The batch axis
+is dynamic up to ``MAX_BATCH`` (ExecuTorch plans its memory for the largest batch).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effnet.deploy.export.common import (
+    ExportResult,
+    example_input,
+    first_line,
+    input_spec,
+    one_line_errors,
+    write_export,
+)
+from effnet.deploy.export.edge import (
+    EdgeOptions,
+    calibration_images,
+    check_on_images,
+    pt2e_quantize,
+    quiet_native,
+)
+from effnet.env import require
+
+MAX_BATCH = 32
+XNNPACK = "executorch.backends.xnnpack"
+
+
+def require_executorch() -> None:
+    """One-line advice (``effnet.env.MissingDependency``) when the executorch extra is missing."""
+    for module in ("executorch.exir", "executorch.runtime", "torchao.quantization.pt2e"):
+        require(module)
+
+
+def export_executorch(
+    model: nn.Module,
+    path: str | os.PathLike,
+    image_size: int | None = None,
+    *,
+    verify: bool = True,
+    options: EdgeOptions = EdgeOptions(),  # noqa: B008 (frozen)
+) -> ExportResult:
+    """Lower ``model`` to ExecuTorch with XNNPACK and write the ``.pte`` to ``path`` atomically.
+
+    With ``verify`` the file runs in ExecuTorch's runtime: fp32 against eager PyTorch at batch 1
+    and 3 (and on the calibration images when ``options.calibrate`` is given), INT8 by top-1
+    agreement on the calibration images (see ``effnet.deploy.export.edge``).
+    """
+    opts = options.check("ExecuTorch")
+    with quiet_native():  # importing them logs native start-up lines
+        require_executorch()
+    images, skipped = calibration_images(model, opts, input_spec(model, image_size)[1])
+
+    def save(tmp: str, in_chans: int, size: int) -> None:
+        example = example_input(2, in_chans, size)  # batch 1 would be specialised
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        with quiet_native(), one_line_errors("ExecuTorch export"):
+            module = model
+            if opts.int8:
+                module = pt2e_quantize(model, _quantizer(), images, example, dynamic=batch)
+                _check_quantized(module)
+            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+            Path(tmp).write_bytes(_lower(program).buffer)
+
+    def check(result: ExportResult, run: Callable) -> None:
+        result.int8, result.skipped_images = opts.int8, skipped
+        result.calibration_images = len(images)
+        check_on_images(model, run, images, result, opts.min_agreement)
+
+    return write_export(
+        model, path, "executorch", image_size, save, load_executorch, verify, check,
+        random_inputs=not opts.int8,
+    )  # fmt: skip
+
+
+def _quantizer():
+    q = require(f"{XNNPACK}.quantizer.xnnpack_quantizer")
+    return q.XNNPACKQuantizer().set_global(q.get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _check_quantized(graph: nn.Module) -> None:
+    if not any("quantize_per" in str(n.target) for n in graph.graph.nodes):
+        raise ValueError("PT2E quantization left the graph in float (no quantize nodes)")
+
+
+def _lower(program):
+    exir = require("executorch.exir")
+    partitioner = require(f"{XNNPACK}.partition.xnnpack_partitioner").XnnpackPartitioner
+    edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner()])
+    delegated = sum(
+        1
+        for n in edge.exported_program().graph_module.graph.nodes
+        if n.op == "call_function" and "executorch_call_delegate" in str(n.target)
+    )
+    if not delegated:
+        raise ValueError("XNNPACK took no part of the model; the file was not written")
+    return edge.to_executorch()
+
+
+def load_executorch(
+    path: str | os.PathLike, *, threads: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable running a ``.pte`` file's ``forward`` in ExecuTorch's runtime; one-line
+    errors for a missing or foreign file. ``threads`` resizes ExecuTorch's (process-wide)
+    XNNPACK thread pool."""
+    require_executorch()
+    runtime = require("executorch.runtime").Runtime
+    if threads is not None:
+        require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(threads)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such ExecuTorch file")
+    try:
+        with quiet_native():
+            method = runtime.get().load_program(p).load_method("forward")
+    except Exception as e:  # the runtime raises RuntimeError with native error codes
+        raise ValueError(f"{p}: not a loadable ExecuTorch program ({first_line(e)})") from None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > MAX_BATCH:
+            raise ValueError(f"the ExecuTorch file takes batches up to {MAX_BATCH}, got {len(x)}")
+        return method.execute([x.detach().cpu().float().contiguous()])[0]
+
+    return run
