@@ -106,6 +106,16 @@ def test_fp32_file_runs_in_its_runtime_within_the_bound(fmt, tiny, exported):
     assert got.shape == want.shape == (10, 10)
     assert float((got - want).abs().max()) < 1e-4 * max(1.0, float(want.abs().max()))
     assert not list(r.path.parent.glob(".*.tmp"))
+    # batch 16 (the benchmark's) and the largest batch work, whatever the file holds at once
+    # (ExecuTorch 1.5 plans effnet's files for at most 15 images; the runner chunks beyond)
+    big = torch.randn(32, *x.shape[1:])
+    with torch.inference_mode():
+        want = model(big)
+    for n in (16, 32):
+        got = run(big[:n])
+        assert float((got - want[:n]).abs().max()) < 1e-4 * max(1.0, float(want.abs().max()))
+    if fmt == "executorch":
+        assert r.max_batch is not None and 1 <= r.max_batch <= 32
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -124,6 +134,7 @@ def test_int8_file_is_quantized_and_its_agreement_measured(fmt, tiny, exported):
     # (slow tests below) carry the agreement threshold
 
 
+@pytest.mark.slow  # each costs a lowering (30-80 s on 2 cores)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_file_that_fails_its_check_is_not_written(fmt, tiny, tmp_path, monkeypatch):
     out = tmp_path / f"x{SUFFIX[fmt]}"
@@ -229,6 +240,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(args, match, tiny, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.slow  # each costs a lowering (30-80 s on 2 cores)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_cli_reports_the_check(fmt, tiny, tmp_path, capsys):
     out = tmp_path / f"m{SUFFIX[fmt]}"
@@ -247,6 +259,7 @@ def test_benchmark_knows_the_edge_candidates():
     assert {fmt for _, fmt, _ in engine.EDGE.values()} == set(engine.EDGE_MODULES)
 
 
+@pytest.mark.slow  # each costs a lowering (30-80 s on 2 cores)
 @pytest.mark.parametrize(
     "word",
     [

@@ -7,6 +7,7 @@ import sys
 
 from effnet.api import choose_pretrained, random_weights_note
 from effnet.deploy.export import TOLERANCE, export
+from effnet.deploy.export.executorch import MAX_BATCH
 
 RUNTIMES = {
     "onnx": "onnxruntime",
@@ -56,4 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"verified with {runtime}: max abs diff vs PyTorch {checked} ({bound})")
     elif result.agreement is None:
         print("not verified (--no-verify)")
+    if result.max_batch is not None and result.max_batch < MAX_BATCH:
+        print(
+            f"note: the file takes at most {result.max_batch} images per call in {runtime}; "
+            f"larger batches (up to {MAX_BATCH}) run in chunks through effnet's runner"
+        )
     return 0

@@ -39,6 +39,7 @@ class ExportResult:
     skipped_images: int = 0
     agreement: float | None = None  # top-1 agreement with PyTorch on those images
     max_logit_diff: float | None = None  # their largest logit difference
+    max_batch: int | None = None  # ExecuTorch: the largest batch the file takes in one call
 
 
 def input_channels(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from effnet.deploy.export.common import (
+    TOLERANCE,
     ExportResult,
     example_input,
     first_line,
@@ -76,6 +77,18 @@ def export_executorch(
         result.int8, result.skipped_images = opts.int8, skipped
         result.calibration_images = len(images)
         check_on_images(model, run, images, result, opts.min_agreement)
+        c, s = input_spec(model, image_size)
+        big = torch.randn(MAX_BATCH, c, s, s, generator=torch.Generator().manual_seed(0))
+        got = run(big)  # the largest batch: chunked where the file holds fewer at once
+        with torch.inference_mode():
+            want = model(big)
+        if opts.int8:  # random inputs: INT8 agreement would be noise, so finite logits only
+            same = bool(torch.isfinite(got).all())
+        else:
+            same = float((got - want).abs().max()) < TOLERANCE * max(1.0, float(want.abs().max()))
+        if got.shape != want.shape or not same:
+            raise ValueError(f"the ExecuTorch file gives wrong results at batch {MAX_BATCH}")
+        result.max_batch = run.capacity()
 
     return write_export(
         model, path, "executorch", image_size, save, load_executorch, verify, check,
@@ -126,9 +139,44 @@ def load_executorch(
     except Exception as e:  # the runtime raises RuntimeError with native error codes
         raise ValueError(f"{p}: not a loadable ExecuTorch program ({first_line(e)})") from None
 
+    cap: list[int] = []  # the largest batch the file takes in one call, once known
+
+    def once(x: torch.Tensor) -> torch.Tensor:
+        return method.execute([x.detach().cpu().float().contiguous()])[0]
+
     def run(x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > MAX_BATCH:
             raise ValueError(f"the ExecuTorch file takes batches up to {MAX_BATCH}, got {len(x)}")
-        return method.execute([x.detach().cpu().float().contiguous()])[0]
+        if not cap:
+            cap.append(batch_capacity(once, x))
+        if x.shape[0] <= cap[0]:
+            return once(x)
+        # ExecuTorch 1.5's memory plan can hold fewer images than the exported batch range
+        # (effnet's models lowered to XNNPACK take at most 15, whatever the range): larger
+        # batches run in chunks the file takes, so every batch up to MAX_BATCH works.
+        return torch.cat([once(c) for c in x.split(cap[0])])
 
+    run.capacity = lambda: cap[0] if cap else None  # type: ignore[attr-defined]
     return run
+
+
+def batch_capacity(once: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> int:
+    """The largest batch (up to MAX_BATCH) that ``once`` accepts, probed with zeros shaped like
+    ``x`` by bisection; the runtime refuses a larger one when it sets the inputs."""
+
+    def takes(n: int) -> bool:
+        try:
+            once(torch.zeros((n, *x.shape[1:]), dtype=torch.float32))
+        except RuntimeError:
+            return False
+        return True
+
+    if takes(MAX_BATCH):
+        return MAX_BATCH
+    lo, hi = 1, MAX_BATCH  # lo is taken, hi is not
+    if not takes(lo):
+        raise ValueError("the ExecuTorch file refuses a batch of one image")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if takes(mid) else (lo, mid)
+    return lo
