@@ -10,6 +10,7 @@ import pytest
 
 from effnet import create_model, load_model, specs
 from effnet.cli import main
+from effnet.lab import nas as nas_mod
 from effnet.lab import nas_space
 from effnet.lab.experiment import base_config
 from effnet.lab.nas import BEST_SPEC, candidate_variant, nas, open_study, step_time
@@ -274,10 +275,21 @@ def test_tiny_search_end_to_end_and_rerun_skips(tmp_path):
     assert redone[0]["genotype"] == nas_space.genotype_text(chosen)
 
 
-@pytest.mark.slow
-def test_step_time_is_stable_enough_to_rank():
-    base = base_config(None, data="digits", image_size=32, threads=1)
+def test_step_time_is_the_median_of_the_timed_steps_after_warmup(monkeypatch):
+    """What step_time reports, on a fake clock (its stability on this machine is a timing
+    figure, measured by benchmarks/nas_step_time.py, not asserted here)."""
+    durations = iter([9.0, 9.0, 9.0, 0.5, 0.1, 0.3, 0.2, 0.4])  # 3 warm-up steps, then 5
+    clock = [0.0]
+
+    def fake_step(model):
+        def step(x, y):
+            assert x.shape == (2, 3, 16, 16) and y.shape == (2,)
+            clock[0] += next(durations)
+
+        return step
+
+    monkeypatch.setattr(nas_mod, "_sgd_step", fake_step)
+    monkeypatch.setattr(nas_mod.time, "perf_counter", lambda: clock[0])
+    base = base_config(None, data="digits", image_size=32)
     v = candidate_variant(base, specs.EFFICIENTNETV2_S)
-    a = step_time(v, 10, 32, 32, threads=1, steps=9)
-    b = step_time(v, 10, 32, 32, threads=1, steps=9)
-    assert abs(a - b) / min(a, b) < 0.10, (a, b)
+    assert step_time(v, 10, 16, 2, threads=1, warmup=3, steps=5) == pytest.approx(0.3)
