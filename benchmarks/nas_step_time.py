@@ -3,7 +3,7 @@
     python3 benchmarks/nas_step_time.py --trials runs/nas_v2/trials.json
 
 Times genotypes twice each in one process with the search's own settings (``step_time``:
-warm-up, then the median of several SGD steps, batch 64 at 32 px, the same threads), in the
+warm-up, then the fastest of several SGD steps, batch 64 at 32 px, the same threads), in the
 order A B C ... A B C ..., and reports each genotype's spread |t1 - t2| / min(t1, t2). The
 genotypes: V2-S's own table (the V2 space's backbone) and, with ``--trials``, the fastest, the
 median and the slowest finished trial of a search. Run it on a quiet machine; it is a timing

@@ -110,6 +110,19 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def steady_allocator() -> None:
+    """Fix glibc's malloc thresholds at their steady-state maxima (32 MiB mmap, 64 MiB trim) and
+    return free heap pages, so a timing taken now sees the same allocator behaviour whatever the
+    process did before. Left alone, glibc raises its mmap threshold the first time a large block
+    is freed, so the same step can run at different speeds early and late in a process."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
+        libc.malloc_trim(0)
+
+
 @contextlib.contextmanager
 def _exact_rss() -> Iterator[None]:
     """While active, glibc hands blocks over 128 KiB straight back to the OS, so RSS follows the

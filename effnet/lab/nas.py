@@ -13,6 +13,7 @@ many workers share a study, it trains exactly ``trials`` candidates, each genoty
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ import torch
 
 from effnet.analysis.info import model_info
 from effnet.api import create_model
-from effnet.benchmark.engine import _sgd_step
+from effnet.benchmark.engine import _sgd_step, steady_allocator
 from effnet.env import require
 from effnet.lab import nas_space
 from effnet.lab.experiment import (
@@ -56,26 +57,36 @@ def step_time(
     size: int,
     batch: int,
     threads: int | None = None,
-    warmup: int = 3,
-    steps: int = 5,
+    warmup: int = 5,
+    steps: int = 15,
 ) -> float:
-    """Median seconds of one SGD training step (forward, backward, update) on ``batch`` random
-    images at ``size`` px, after ``warmup`` steps, in ``threads`` torch threads (default: the
-    process's; the trainer may change them, so a search passes the same number every time)."""
+    """Seconds of one SGD training step (forward, backward, update) on ``batch`` random images
+    at ``size`` px: the fastest of ``steps`` timed steps after ``warmup`` (noise only ever adds
+    time), in ``threads`` torch threads (default: the process's; the trainer may change them, so
+    a search passes the same number every time). The allocator is put in the same state first
+    (``steady_allocator``) and the garbage collector is off while timing. How stable this is on
+    a given machine is measured by ``benchmarks/nas_step_time.py`` (docs/nas.md)."""
     if threads:
         torch.set_num_threads(threads)
+    steady_allocator()
     torch.manual_seed(0)
     model = create_model(spec=variant, num_classes=classes).train()
     step = _sgd_step(model)
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, classes, (batch,))
     times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        step(x, y)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    gc_was_on = gc.isenabled()
+    gc.disable()  # a collection inside a timed step would be charged to that step
+    try:
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            step(x, y)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_on:
+            gc.enable()
+    return min(times)
 
 
 def cost(variant: Variant, classes: int, size: int) -> dict[str, int]:

@@ -166,7 +166,8 @@ def batch_capacity(once: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
     def takes(n: int) -> bool:
         try:
-            once(torch.zeros((n, *x.shape[1:]), dtype=torch.float32))
+            with quiet_native():  # a refused resize logs native error lines
+                once(torch.zeros((n, *x.shape[1:]), dtype=torch.float32))
         except RuntimeError:
             return False
         return True
