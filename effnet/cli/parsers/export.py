@@ -24,7 +24,10 @@ def _edge_check(args: argparse.Namespace) -> None:
     """--int8 and --calibrate belong to the edge formats; a folder given must exist."""
     used = [f for f, on in (("--int8", args.int8), ("--calibrate", args.calibrate)) if on]
     if used and args.format not in EDGE_FORMATS:
-        raise CLIError(f"{used[0]} applies to --format executorch or tflite, not {args.format}")
+        hint = "; INT8 ONNX is `effnet quantize`" if args.format == "onnx" else ""
+        raise CLIError(
+            f"{used[0]} applies to --format executorch or tflite, not {args.format}{hint}"
+        )
     if args.int8 and args.calibrate is None:
         raise CLIError("--int8 needs --calibrate DATA (a folder of images or digits)")
     if args.calibrate not in (None, "digits"):
