@@ -93,7 +93,7 @@ def test_export_prints_the_verified_difference(capsys, tmp_path, model_file):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--format", "tflite", "-o", "m.tflite"], "invalid choice: 'tflite'"),
+        (["--format", "coreml", "-o", "m.mlmodel"], "invalid choice: 'coreml'"),
         (["--format", "onnx", "--opset", "two", "-o", "m.onnx"], "invalid int value"),
         (["--format", "onnx"], "required: --output"),
     ],
