@@ -7,8 +7,9 @@ Each case trains with ``--amp none`` and ``--amp bf16`` for every seed (effnet's
 training path: ``effnet.accelerate``, channels-last on CPU, so bf16 runs the fused BN+SiLU path),
 and compares the mean final top-1. The check holds when |mean(bf16) - mean(fp32)| <= --tolerance
 (0.5 points). Cases: ``digits`` (the default ``effnet train`` run) and ``lite0`` (the built-in
-``finetune_lite0`` config on digits, from the pip Lite0 weights). ``--epochs`` and
-``--max-train-samples`` shorten every run alike. Writes results/bf16_learning.{json,md}.
+``finetune_lite0`` config on digits, from the pip Lite0 weights). ``--epochs``,
+``--max-train-samples`` and ``--image-size`` shorten every run alike. Writes
+results/bf16_learning.{json,md}.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def run_case(case: str, amp: str, seed: int, args, workdir: Path) -> float:
         overrides["epochs"] = args.epochs
     if args.max_train_samples:
         overrides["max_train_samples"] = args.max_train_samples
+    if args.image_size:
+        overrides["image_size"] = args.image_size
     if args.threads:
         overrides["threads"] = args.threads
     summary = effnet.train(CASES[case], **overrides)
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=0, help="0: the config's own")
     ap.add_argument("--max-train-samples", type=int, default=0)
+    ap.add_argument("--image-size", type=int, default=0, help="0: the config's own")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--tolerance", type=float, default=0.5, help="top-1 points")
     ap.add_argument("--out", type=Path, default=OUT)
