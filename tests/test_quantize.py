@@ -101,6 +101,57 @@ def test_keep_float_leaves_the_se_gate_in_float(tiny, tmp_path):
     assert silu
 
 
+def _ort_logits(path, x, level):
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize(
+    "keep, method",
+    [(("se_conv",), "entropy"), (("stem",), "minmax"),
+     (("se_pool", "se_gate", "se_conv"), "entropy"), (("se_conv", "stem"), "nncf")],
+)  # fmt: skip
+def test_float_convs_stay_float_under_onnx_runtimes_optimizer(tiny, tmp_path, keep, method):
+    # ORT's WeightBiasQuantization optimizer quantizes (per tensor) the float weights of any
+    # Conv/Gemm fed by a DequantizeLinear; a conv kept float must not be fed that way, or the
+    # file computes something else once a session optimizes it (the default) than as written.
+    ort = pytest.importorskip("onnxruntime")
+    model, cal = tiny
+    out = tmp_path / "int8.onnx"
+    if method == "nncf":
+        pytest.importorskip("nncf")
+    r = Q.quantize_onnx(model, calibrate=cal, output=out, images=6, keep_float=keep, method=method)
+    assert r.float_nodes > 0
+    fp32 = tmp_path / "fp32.onnx"
+    effnet.export_model(effnet.load_model(model), "onnx", fp32)
+    kept = set(Q.float_nodes(onnx.load(str(fp32)).graph, keep))
+    graph = onnx.load(str(out)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.name in kept and n.op_type in ("Conv", "Gemm")]
+    assert convs
+    for n in convs:
+        assert getattr(producer.get(n.input[0]), "op_type", None) != "DequantizeLinear", n.name
+    # what ORT runs: its optimized graph, written out, still has float weights in those convs
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(so.optimized_model_filepath).graph
+    made_by = {o: n.op_type for n in opt.node for o in n.output}
+    weights = {n.name: n.input[1] for n in opt.node if n.name in kept and n.op_type == "Conv"}
+    assert weights
+    for name, w in weights.items():
+        assert made_by.get(w) != "DequantizeLinear", f"ORT quantized the weights of {name}"
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    lv = ort.GraphOptimizationLevel
+    plain = _ort_logits(out, x, lv.ORT_DISABLE_ALL)
+    optimized = _ort_logits(out, x, lv.ORT_ENABLE_ALL)
+    assert np.abs(plain - optimized).max() < 1e-3 * max(1.0, float(np.abs(plain).max()))
+
+
 def test_quantizing_everything_quantizes_more_nodes(tiny, tmp_path):
     model, cal = tiny
     kept = Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "a.onnx", images=6)

@@ -49,7 +49,7 @@ from effnet.weights.serialize import atomic_write
 # quantization (its ONNX backend, the optional extra effnet[nncf]), see _quantize_nncf.
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax", "nncf": None}
 # Op groups that may stay in float; see float_nodes().
-KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head")
+KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head", "stem")
 DEFAULT_KEEP_FLOAT = ("se_pool", "se_gate")
 DEFAULT_IMAGES = 128
 BATCH = 8  # calibration / verification batch
@@ -193,7 +193,8 @@ def float_nodes(graph, keep_float: Sequence[str]) -> list[str]:
 
     se_pool: the squeeze-excite GlobalAveragePool; se_gate: its final Sigmoid and the Mul that
     scales the features; se_conv: the reduce/expand convs and the activation between them;
-    head: the final pooling and classifier. Found by structure, not by name.
+    head: the final pooling and classifier; stem: the first conv and its activation. Found by
+    structure, not by name.
     """
     producer = {out: n for n in graph.node for out in n.output}
     groups: dict[str, list[str]] = {k: [] for k in KEEP_FLOAT}
@@ -216,7 +217,27 @@ def float_nodes(graph, keep_float: Sequence[str]) -> list[str]:
             groups["head"].append(n.name)
         if n.op_type in ("Gemm", "MatMul", "Flatten"):
             groups["head"].append(n.name)
+    groups["stem"] = _stem(graph)
     return [name for k in keep_float for name in groups[k]]
+
+
+def _stem(graph) -> list[str]:
+    """The first Conv, the Pad that feeds it (TF "SAME" padding) and its activation: ReLU6
+    (Clip), ReLU, or SiLU (Sigmoid and the Mul of the conv output by it)."""
+    conv = next((n for n in graph.node if n.op_type == "Conv"), None)
+    if conv is None:
+        return []
+    producer = {out: n for n in graph.node for out in n.output}
+    pad = producer.get(conv.input[0])
+    names = ([pad.name] if pad is not None and pad.op_type == "Pad" else []) + [conv.name]
+    y = conv.output[0]
+    readers = [n for n in graph.node if y in n.input]
+    for n in readers:
+        if n.op_type in ("Clip", "Relu", "HardSwish", "Sigmoid"):
+            names.append(n.name)
+    sig = {n.output[0] for n in readers if n.op_type == "Sigmoid"}
+    names += [n.name for n in readers if n.op_type == "Mul" and sig & set(n.input)]
+    return names
 
 
 def _walk_back(producer, tensor: str, features: str, depth: int = 8):
@@ -284,8 +305,55 @@ def _quantize_static(q, prepared: Path, out: str, calib, input_name, exclude, re
         weight_type=q.QuantType.QInt8,
         calibrate_method=getattr(q.CalibrationMethod, METHODS[report.method]),
         nodes_to_exclude=exclude,
-        extra_options={"CalibMaxIntermediateOutputs": 16, "WeightSymmetric": True},
+        extra_options={
+            "CalibMaxIntermediateOutputs": 16,
+            "WeightSymmetric": True,
+            # a float node must read the real activation (see float_inputs), so no Relu/Clip
+            # may be folded into a quantization range when any node stays float
+            "QDQKeepRemovableActivations": bool(exclude),
+        },
     )
+    float_inputs(out, exclude)
+
+
+def float_inputs(path: str, exclude: Sequence[str]) -> int:
+    """Feed the float Conv/Gemm nodes of the QDQ file at ``path`` (those in ``exclude``) the
+    activation itself instead of a QuantizeLinear -> DequantizeLinear copy of it; returns how
+    many inputs were rewired. Needed for the file to keep them float: ONNX Runtime's
+    WeightBiasQuantization optimizer (on by default when a session loads a file) quantizes, to
+    per-tensor INT8, the float weights of any Conv/Gemm whose input comes from a
+    DequantizeLinear, so a node kept float on purpose would silently run with coarser weights
+    than the quantized ones around it."""
+    onnx = require("onnx")
+    model = onnx.load(path)
+    graph = model.graph
+    producer = {out: n for n in graph.node for out in n.output}
+    weights = {i.name for i in graph.initializer}
+    keep = set(exclude)
+    rewired = 0
+    for node in graph.node:
+        if node.name not in keep or node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            continue
+        if len(node.input) < 2 or node.input[1] not in weights:
+            continue  # weights already quantized or computed: not what WeightBiasQuantization takes
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == QDQ_OPS[1] else None
+        if q is None or q.op_type != QDQ_OPS[0]:
+            continue
+        node.input[0] = q.input[0]
+        rewired += 1
+    while rewired:  # drop the Q/DQ nodes nobody reads any more, DQ first, then its Q
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in QDQ_OPS and not set(n.output) & used]
+        if not dead:
+            onnx.save(model, path)
+            break
+        for node in dead:
+            graph.node.remove(node)
+        read = {i for n in graph.node for i in n.input}
+        for init in [i for i in graph.initializer if i.name not in read]:
+            graph.initializer.remove(init)  # the dropped pairs' scales and zero points
+    return rewired
 
 
 def _quantize_nncf(fp32: Path, out: str, calib: np.ndarray, exclude: Sequence[str]) -> None:
@@ -309,6 +377,7 @@ def _quantize_nncf(fp32: Path, out: str, calib: np.ndarray, exclude: Sequence[st
         ignored_scope=scope,
     )
     onnx.save(quantized, out)
+    float_inputs(out, exclude)
 
 
 def _require_nncf():

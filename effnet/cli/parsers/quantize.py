@@ -11,7 +11,7 @@ from effnet.cli.weights_flags import add_pretrained
 # effnet.deploy.quantize's METHODS, KEEP_FLOAT, DEFAULT_KEEP_FLOAT and DEFAULT_IMAGES (a test
 # checks that they agree).
 METHODS = ("entropy", "percentile", "minmax", "nncf")
-KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head")
+KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head", "stem")
 DEFAULT_KEEP_FLOAT = "se_pool,se_gate"
 DEFAULT_IMAGES = 128
 
