@@ -6,7 +6,8 @@ network) to subclasses whose ``forward`` computes the same values faster, on the
 ``effnet.fused``:
 
 - training: BN + SiLU as one memory-lean autograd node, the SE gate's one-buffer backward, the
-  drop-path scale fused into the residual add, and activation recompute when asked for;
+  drop-path scale fused into the residual add, activation recompute when asked for, and under
+  CPU bf16 autocast the depthwise convs in fp32 (their bf16 backward is the slower one);
 - inference: BatchNorm folded into the conv weights on every call (nothing is cached, so the
   parameters are always the truth), activations and residual adds in place where nobody else
   can see the intermediate;
@@ -61,6 +62,28 @@ def _activate(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return act(y)
 
 
+def _cpu_bf16_depthwise(conv: nn.Module, x: torch.Tensor) -> bool:
+    """A depthwise conv, recorded for backward under CPU bf16 autocast."""
+    return (
+        conv.groups > 1
+        and conv.groups == conv.in_channels == conv.out_channels
+        and x.device.type == "cpu"
+        and _recording(x)
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def _depthwise_fp32(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` in fp32 with autocast off. oneDNN's bf16 depthwise backward is slower than
+    its fp32 one for most of EfficientNet's depthwise shapes (5x5 and strided ones up to 14x:
+    ``benchmarks/results/train_bf16.md``), so under CPU bf16 autocast the fast path trains the
+    depthwise convs in fp32 (more precise, not less) and everything else in bf16; the next conv
+    takes the fp32 output back to bf16 as autocast does."""
+    with torch.autocast("cpu", enabled=False):
+        return conv(x.float())
+
+
 class FastConvBNAct(ConvBNAct):
     """``ConvBNAct`` with BN folded into the conv in eval and BN+SiLU fused in training."""
 
@@ -79,7 +102,7 @@ class FastConvBNAct(ConvBNAct):
         if type(bn) is nn.Identity:  # folded for good (optimize_for_inference)
             return _activate(act, conv(x))
         if bn.training:
-            y = conv(x)
+            y = _depthwise_fp32(conv, x) if _cpu_bf16_depthwise(conv, x) else conv(x)
             if type(act) is nn.SiLU and bn_silu_eligible(bn, y):
                 return bn_silu(y, bn)
             return act(bn(y))

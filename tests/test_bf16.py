@@ -148,8 +148,10 @@ def _cos(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("recompute", [False, True])
 def test_accelerated_model_under_bf16_autocast_matches_plain_ops(recompute):
     """Gradients of a random B0 under bf16 are themselves far from fp32's (batch statistics of
-    4 images at 64 px amplify rounding: cosine ~0.9 to fp32). The fast bf16 gradients must be
-    as close to fp32 as the plain bf16 ones, parameter by parameter, and closer still to them."""
+    4 images at 64 px amplify rounding: cosine ~0.9 to fp32). The fast bf16 path trains the
+    depthwise convs in fp32, so it does not reproduce the plain bf16 numbers; its output and
+    gradients must be at least as close to fp32 as the plain bf16 ones (per parameter, the
+    error ratios scatter both ways by bf16 noise: their median is the test)."""
     model = _model()
     model.set_activation_recompute(recompute)
     x = torch.randn(4, 3, SIZE, SIZE)
@@ -159,15 +161,17 @@ def test_accelerated_model_under_bf16_autocast_matches_plain_ops(recompute):
     assert "_BNSiLUFnBackward" in fns and "_BNSiLUFnBackward" not in fns_p
     assert "_ChannelScaleFnBackward" in fns
     assert out.dtype == BF16
-    torch.testing.assert_close(out.float(), out_p.float(), rtol=2e-2, atol=2e-2)
+    out_ref = _step(model, x, plain=True, amp=False)[0]
+    err, err_p = ((o.float() - out_ref).abs().max().item() for o in (out, out_p))
+    assert err < 1.1 * err_p + 1e-3
     assert grads.keys() == grads_p.keys() == ref.keys()
     assert all(g.dtype == torch.float32 for g in grads.values())  # fp32 master weights
     ratios = sorted(
         (_rel_err(grads[n], ref[n]) + 1e-3) / (_rel_err(grads_p[n], ref[n]) + 1e-3) for n in ref
     )
-    assert ratios[len(ratios) // 2] < 1.1 and ratios[-1] < 3.0
+    assert ratios[len(ratios) // 2] < 1.1
     assert _cos(grads, ref) > _cos(grads_p, ref) - 0.01
-    assert _cos(grads, grads_p) > 0.99
+    assert _cos(grads, grads_p) > 0.8  # both near fp32, neither far from the other
     for name, s in stats.items():
         assert s.dtype == stats_p[name].dtype, name
         if s.is_floating_point():
@@ -208,9 +212,10 @@ def test_bf16_autocast_sgd_steps_follow_plain_ops_and_keep_fp32_parameters():
     assert fast[-1] < fast[0]  # it learns the batch
     torch.testing.assert_close(runs[(False, False)], runs[(True, False)], rtol=1e-3, atol=0)
     # bf16 trajectories of a batch this small part after a few large steps (plain bf16 and
-    # fast bf16 alike); the first steps agree with the plain bf16 run and with fp32.
-    for a, b, c in zip(fast[:2], runs[(True, True)][:2], runs[(True, False)][:2], strict=True):
-        assert abs(a - b) < 0.05 * max(1.0, abs(b))
+    # fast bf16 alike); the first loss agrees with plain bf16, the first two with fp32.
+    plain_bf16, fp32 = runs[(True, True)], runs[(True, False)]
+    assert abs(fast[0] - plain_bf16[0]) < 0.05 * max(1.0, abs(plain_bf16[0]))
+    for a, c in zip(fast[:2], fp32[:2], strict=True):
         assert abs(a - c) < 0.3 * max(1.0, abs(c))
 
 
@@ -233,3 +238,44 @@ def test_bf16_autocast_double_backward_uses_the_plain_formula():
     (g,) = torch.autograd.grad(out.float().square().sum(), y, create_graph=True)
     g.float().sum().backward()
     assert y.grad is not None and torch.isfinite(y.grad.float()).all()
+
+
+def _conv_dtypes(model: nn.Module, x: torch.Tensor, train: bool) -> dict[str, set]:
+    """Input dtypes of the depthwise and the other convolutions that one forward under bf16
+    autocast runs, seen at the ATen level (a module hook would make the fast path step aside)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: dict[str, set] = {"depthwise": set(), "other": set()}
+
+    class Convs(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                x, w, groups = args[0], args[1], args[8]
+                dw = groups > 1 and w.shape[1] == 1
+                seen["depthwise" if dw else "other"].add(x.dtype)
+            return func(*args, **(kwargs or {}))
+
+    model.train(train)
+    with torch.set_grad_enabled(train), _autocast(), Convs():
+        model(x)
+    return seen
+
+
+def test_bf16_training_runs_the_depthwise_convs_in_fp32_and_the_rest_in_bf16():
+    # oneDNN's bf16 depthwise backward is the slow one on this CPU (results/train_bf16.md), so
+    # the fast path trains depthwise convs in fp32; inference under autocast stays bf16, and
+    # plain_ops() gives autocast's own choice (bf16) everywhere.
+    model, x = _model(), torch.randn(2, 3, SIZE, SIZE)
+    assert _conv_dtypes(model, x, train=True) == {"depthwise": {torch.float32}, "other": {BF16}}
+    assert _conv_dtypes(model, x, train=False) == {"depthwise": {BF16}, "other": {BF16}}
+    with plain_ops():
+        assert _conv_dtypes(model, x, train=True) == {"depthwise": {BF16}, "other": {BF16}}
+    # the depthwise weight gradients are the fp32 ones, up to the bf16 error of what feeds them
+    _, grads, _, _ = _step(model, x, plain=False)
+    _, grads_p, _, _ = _step(model, x, plain=True)
+    _, ref, _, _ = _step(model, x, plain=True, amp=False)
+    dw = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert dw
+    fast_err = sorted(_rel_err(grads[f"{n}.weight"], ref[f"{n}.weight"]) for n in dw)
+    plain_err = sorted(_rel_err(grads_p[f"{n}.weight"], ref[f"{n}.weight"]) for n in dw)
+    assert fast_err[len(dw) // 2] <= plain_err[len(dw) // 2] * 1.1
