@@ -63,10 +63,11 @@ def _activate(act: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 
 def _cpu_bf16_depthwise(conv: nn.Module, x: torch.Tensor) -> bool:
-    """A depthwise conv, recorded for backward under CPU bf16 autocast."""
+    """A depthwise conv with fp32 weights, recorded for backward under CPU bf16 autocast."""
     return (
         conv.groups > 1
         and conv.groups == conv.in_channels == conv.out_channels
+        and conv.weight.dtype == torch.float32
         and x.device.type == "cpu"
         and _recording(x)
         and torch.is_autocast_enabled("cpu")
@@ -76,10 +77,11 @@ def _cpu_bf16_depthwise(conv: nn.Module, x: torch.Tensor) -> bool:
 
 def _depthwise_fp32(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` in fp32 with autocast off. oneDNN's bf16 depthwise backward is slower than
-    its fp32 one for most of EfficientNet's depthwise shapes (5x5 and strided ones up to 14x:
-    ``benchmarks/results/train_bf16.md``), so under CPU bf16 autocast the fast path trains the
-    depthwise convs in fp32 (more precise, not less) and everything else in bf16; the next conv
-    takes the fp32 output back to bf16 as autocast does."""
+    its fp32 one for most of EfficientNet's depthwise shapes on the CPU we measured (AVX-512
+    BF16, no AMX: 5x5 and strided ones up to 14x; the profile is in docs/performance.md), so
+    under CPU bf16 autocast the fast path trains the depthwise convs in fp32 (more precise, not
+    less) and everything else in bf16; the next conv takes the fp32 output back to bf16 as
+    autocast does."""
     with torch.autocast("cpu", enabled=False):
         return conv(x.float())
 

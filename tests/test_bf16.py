@@ -270,6 +270,9 @@ def test_bf16_training_runs_the_depthwise_convs_in_fp32_and_the_rest_in_bf16():
     assert _conv_dtypes(model, x, train=False) == {"depthwise": {BF16}, "other": {BF16}}
     with plain_ops():
         assert _conv_dtypes(model, x, train=True) == {"depthwise": {BF16}, "other": {BF16}}
+    # a model whose parameters are bf16 already keeps autocast's choice (and does not break)
+    half = copy.deepcopy(model).to(BF16)
+    assert _conv_dtypes(half, x, train=True) == {"depthwise": {BF16}, "other": {BF16}}
     # the depthwise weight gradients are the fp32 ones, up to the bf16 error of what feeds them
     _, grads, _, _ = _step(model, x, plain=False)
     _, grads_p, _, _ = _step(model, x, plain=True)
