@@ -157,11 +157,10 @@ def test_accelerated_model_under_bf16_autocast_matches_plain_ops(recompute):
     x = torch.randn(4, 3, SIZE, SIZE)
     out, grads, stats, fns = _step(model, x, plain=False)
     out_p, grads_p, stats_p, fns_p = _step(model, x, plain=True)
-    _, ref, _, _ = _step(model, x, plain=True, amp=False)
+    out_ref, ref, _, _ = _step(model, x, plain=True, amp=False)
     assert "_BNSiLUFnBackward" in fns and "_BNSiLUFnBackward" not in fns_p
     assert "_ChannelScaleFnBackward" in fns
     assert out.dtype == BF16
-    out_ref = _step(model, x, plain=True, amp=False)[0]
     err, err_p = ((o.float() - out_ref).abs().max().item() for o in (out, out_p))
     assert err < 1.1 * err_p + 1e-3
     assert grads.keys() == grads_p.keys() == ref.keys()
@@ -262,7 +261,7 @@ def _conv_dtypes(model: nn.Module, x: torch.Tensor, train: bool) -> dict[str, se
 
 
 def test_bf16_training_runs_the_depthwise_convs_in_fp32_and_the_rest_in_bf16():
-    # oneDNN's bf16 depthwise backward is the slow one on this CPU (results/train_bf16.md), so
+    # oneDNN's bf16 depthwise backward is the slow one on this CPU (docs/performance.md), so
     # the fast path trains depthwise convs in fp32; inference under autocast stays bf16, and
     # plain_ops() gives autocast's own choice (bf16) everywhere.
     model, x = _model(), torch.randn(2, 3, SIZE, SIZE)

@@ -217,17 +217,16 @@ def float_nodes(graph, keep_float: Sequence[str]) -> list[str]:
             groups["head"].append(n.name)
         if n.op_type in ("Gemm", "MatMul", "Flatten"):
             groups["head"].append(n.name)
-    groups["stem"] = _stem(graph)
+    groups["stem"] = _stem(graph, producer)
     return [name for k in keep_float for name in groups[k]]
 
 
-def _stem(graph) -> list[str]:
+def _stem(graph, producer) -> list[str]:
     """The first Conv, the Pad that feeds it (TF "SAME" padding) and its activation: ReLU6
     (Clip), ReLU, or SiLU (Sigmoid and the Mul of the conv output by it)."""
     conv = next((n for n in graph.node if n.op_type == "Conv"), None)
     if conv is None:
         return []
-    producer = {out: n for n in graph.node for out in n.output}
     pad = producer.get(conv.input[0])
     names = ([pad.name] if pad is not None and pad.op_type == "Pad" else []) + [conv.name]
     y = conv.output[0]
