@@ -265,7 +265,7 @@ class EfficientNet(nn.Module):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return _like_input(self._features(x), x, self.channels_last)
+        return _like_input(self._features(x), x, self._run_channels_last())
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if self._run_channels_last():
@@ -294,7 +294,7 @@ class EfficientNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Unpooled (global_pool="") outputs are feature maps: in the input's layout too.
-        return _like_input(self.forward_head(self._features(x)), x, self.channels_last)
+        return _like_input(self.forward_head(self._features(x)), x, self._run_channels_last())
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0 removes it) and, if
@@ -359,12 +359,12 @@ class EfficientNet(nn.Module):
             h = _checkpointed(stage, h) if checkpointed else stage(h)
             if i in take:
                 out.append(h)
-        out = [_like_input(t, x, self.channels_last) for t in out]
+        out = [_like_input(t, x, self._run_channels_last()) for t in out]
         if intermediates_only:
             return out
         if len(stages) == len(self.stages):
             h = self.head(h)
-        return _like_input(h, x, self.channels_last), out
+        return _like_input(h, x, self._run_channels_last()), out
 
     def prune_intermediate_layers(
         self,
@@ -611,7 +611,7 @@ class EfficientNetFeatures(nn.Module):
         return [f["reduction"] for f in self.feature_info]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [_like_input(f, x, self.channels_last) for f in self._forward(x)]
+        return [_like_input(f, x, self._run_channels_last()) for f in self._forward(x)]
 
     def _run_channels_last(self) -> bool:
         return self.channels_last

@@ -333,7 +333,7 @@ def test_drop_path_replacement_changes_output(subject):
 # ------------------------------------------------------------------------------------- 3. FX
 
 
-@pytest.mark.parametrize("subject", CORE)
+@pytest.mark.parametrize("subject", CORE_ACCEL)
 def test_fx_symbolic_trace(subject):
     """torch.fx.symbolic_trace: the traced module equals eager, in eval and in training
     (outputs and gradients)."""
