@@ -33,11 +33,14 @@ from effnet.data.transforms import eval_transform  # noqa: E402
 from effnet.deploy.export.onnx import export_onnx  # noqa: E402
 from effnet.deploy.quantize import calibration_arrays, quantize_onnx, throughput  # noqa: E402
 
-# skimage.data's photographs (not its drawings, masks or synthetic patterns); cat is chelsea.
+# skimage.data's photographs that ship with it (not its drawings, masks, synthetic patterns or
+# the files it downloads); cat is chelsea. stereo_motorcycle is a pair of photos (its third
+# array is a disparity map). lfw_subset is left out: 200 face and non-face thumbnails of 25 px
+# would outweigh the rest ten to one.
 SKIMAGE_PHOTOS = (
     "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass",
-    "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket",
-    "text",
+    "gravel", "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon", "page",
+    "retina", "rocket", "text",
 )  # fmt: skip
 # (name, method, per_channel, keep_float): the recipes compared.
 RECIPES = (
@@ -57,6 +60,7 @@ def save_photos(folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {n: getattr(data, n)() for n in SKIMAGE_PHOTOS}
+    arrays["motorcycle_left"], arrays["motorcycle_right"], _ = data.stereo_motorcycle()
     sample = load_sample_images()
     arrays.update({Path(f).stem: im for f, im in zip(sample.filenames, sample.images, strict=True)})
     paths = []

@@ -21,7 +21,7 @@ from effnet.cli.parsers import quantize as parser_quantize
 from effnet.data.datasets import load_data
 from effnet.data.transforms import eval_transform
 from effnet.deploy import quantize as Q
-from effnet.deploy.export.onnx import OnnxClassifier
+from effnet.deploy.export.onnx import METADATA_KEY, OnnxClassifier
 from effnet.env import MissingDependency
 
 onnx = pytest.importorskip("onnx")
@@ -198,6 +198,7 @@ def test_min_agreement_refuses_a_file(tiny, tmp_path, monkeypatch):
         ({"method": "kl"}, "method must be one of entropy, percentile, minmax"),
         ({"keep_float": ("se",)}, "keep_float entries"),
         ({"min_agreement": 2}, "min_agreement must be in"),
+        ({"method": "nncf", "bias_correction": False}, "nncf always corrects biases"),
     ],
 )
 def test_bad_options(tiny, tmp_path, kwargs, match):
@@ -205,6 +206,27 @@ def test_bad_options(tiny, tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Q.quantize_onnx(model, calibrate=cal, output=tmp_path / "x.onnx", **kwargs)
     assert not list(tmp_path.iterdir())
+
+
+def test_bias_correction_brings_the_logit_means_back_to_fp32(tiny, tmp_path):
+    model, cal = tiny
+    eager = effnet.load_model(model).eval()
+    x, _ = Q.calibration_arrays(cal, 10, eval_transform(eager.pretrained_cfg))
+    with torch.inference_mode():
+        want = eager(torch.from_numpy(x)).mean(0).numpy()
+    gap, reports = {}, {}
+    for on in (True, False):
+        out = tmp_path / f"{on}.onnx"
+        reports[on] = Q.quantize_onnx(model, calibrate=cal, output=out, images=10,
+                                      method="minmax", bias_correction=on)  # fmt: skip
+        gap[on] = float(np.abs(Q._logits(out, x).mean(0) - want).max())
+        props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        assert json.loads(props[METADATA_KEY])["quantization"]["bias_correction"] is on
+    layers = sum(k in ("Conv", "Gemm") for k in ops(tmp_path / "True.onnx"))
+    assert reports[True].bias_layers == layers > 10
+    assert reports[False].bias_layers == 0
+    # the last layer is corrected on exactly these images: what is left is ORT's integer kernels
+    assert gap[True] < gap[False] / 5, gap
 
 
 def test_bad_calibration_folders_leave_nothing(tiny, tmp_path):
@@ -297,6 +319,11 @@ def test_cli_text_report(tiny, tmp_path, capsys):
     assert code == 0, err
     assert "minmax calibration on 4 images, per-tensor weights, float: none" in text
     assert "top-1 agreement" in text and "quantize/dequantize nodes" in text
+    assert "bias correction: " in text and "layers, on 4 images" in text
+    code, text, err = run_cli(capsys, "quantize", model, "--calibrate", cal, "--images", "4",
+                              "--no-bias-correction", "-o", out)  # fmt: skip
+    assert code == 0, err
+    assert "no bias correction" in text
 
 
 @pytest.mark.parametrize(
@@ -350,9 +377,18 @@ def lite0_photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
     _table().save_photos(root / "photos")
     model = effnet.create_model("efficientnet_lite0", pretrained="pip").eval()
-    r = Q.quantize_onnx(model, calibrate=root / "photos", output=root / "l0.onnx",
-                        method="percentile")  # fmt: skip
+    r = Q.quantize_onnx(model, calibrate=root / "photos", output=root / "l0.onnx")  # the default
     return model, root, r
+
+
+def _near_ties(model, root):
+    """(preprocessed photos, fp32 top-1, mask of the photos whose fp32 top-2 softmax
+    probabilities are at least 0.05 apart)."""
+    x, _ = Q.calibration_arrays(root / "photos", 64, eval_transform(model.pretrained_cfg))
+    with torch.inference_mode():
+        probs = model(torch.from_numpy(x)).softmax(1)
+    top2 = probs.topk(2, dim=1).values
+    return x, probs.argmax(1).numpy(), (top2[:, 0] - top2[:, 1] >= 0.05).numpy()
 
 
 @pytest.mark.slow
@@ -360,35 +396,45 @@ def test_real_lite0_int8_against_fp32_and_naive_minmax(lite0_photos):
     model, root, r = lite0_photos
     naive = Q.quantize_onnx(
         model, calibrate=root / "photos", output=root / "naive.onnx", method="minmax",
-        per_channel=False, keep_float=(),
+        per_channel=False, keep_float=(), bias_correction=False,
     )  # fmt: skip
-    assert r.calibration_images == 19
-    assert naive.agreement + 0.3 < r.agreement  # measured: 21% against 74%
-    # every photo on which fp32 is not a near-tie (top-2 probabilities >= 0.05 apart) agrees
-    x, _ = Q.calibration_arrays(root / "photos", 64, eval_transform(model.pretrained_cfg))
-    with torch.inference_mode():
-        probs = model(torch.from_numpy(x)).softmax(1)
-    top2 = probs.topk(2, dim=1).values
-    clear = (top2[:, 0] - top2[:, 1] >= 0.05).numpy()
+    assert r.calibration_images == 22 and r.bias_layers == 50
+    assert naive.agreement + 0.3 < r.agreement  # measured: 77.3% against naive's (docs/deploy.md)
+    # every photo on which fp32 is not a near-tie agrees
+    x, top1, clear = _near_ties(model, root)
     got = Q._logits(root / "l0.onnx", x).argmax(1)
-    assert clear.sum() >= 10
-    assert (got[clear] == probs.argmax(1).numpy()[clear]).all()
+    assert clear.sum() >= 12
+    assert (got[clear] == top1[clear]).all()
 
 
 @pytest.mark.slow
-def test_real_lite0_nncf_beats_ort_on_the_photos(lite0_photos, tmp_path):
+def test_real_lite0_bias_correction_shrinks_the_logit_error(lite0_photos, tmp_path):
+    model, root, r = lite0_photos
+    plain = Q.quantize_onnx(model, calibrate=root / "photos", output=tmp_path / "p.onnx",
+                            bias_correction=False)  # fmt: skip
+    # measured: 0.59 against 2.1 on the photos; on 176 unseen crops 94.9% against 85.8%
+    assert r.max_logit_diff < plain.max_logit_diff / 2, (r.max_logit_diff, plain.max_logit_diff)
+
+
+@pytest.mark.slow
+def test_real_lite0_nncf_is_no_better_than_the_default(lite0_photos, tmp_path):
     pytest.importorskip("nncf")
-    model, root, ort = lite0_photos
-    r = Q.quantize_onnx(model, calibrate=root / "photos", output=tmp_path / "n.onnx",
-                        method="nncf")  # fmt: skip
-    # measured: 84.2% (16/19) against ORT percentile's 73.7% (14/19); docs/deploy.md
-    assert r.agreement >= 0.8 and r.agreement > ort.agreement + 0.05, r.to_dict()
+    model, root, _ = lite0_photos
+    out = tmp_path / "n.onnx"
+    r = Q.quantize_onnx(model, calibrate=root / "photos", output=out, method="nncf")
+    assert r.bias_layers == 0  # NNCF corrects biases its own way
+    x, top1, clear = _near_ties(model, root)
+    agree = {k: int((Q._logits(p, x).argmax(1)[clear] == top1[clear]).sum())
+             for k, p in (("nncf", out), ("default", root / "l0.onnx"))}  # fmt: skip
+    # measured: both 77.3% (17/22) in all; on the clear photos the default agrees on all,
+    # NNCF misses one (on 176 unseen crops: 94.9% against 82.4%, docs/deploy.md)
+    assert r.agreement >= 0.7 and agree["default"] >= agree["nncf"], agree
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="issue 16 target not met: ORT 73.7% (14/19), --method nncf 84.2% (16/19); the INT8 "
-    "weights alone give 73.7% (docs/deploy.md)",
+    reason="issue 16 target not met: 77.3% (17/22); the 5 misses are all fp32 near-ties (top-2 "
+    "within 0.02), and on 176 unseen crops of the photos INT8 agrees on 94.9% (docs/deploy.md)",
     strict=False,
 )
 def test_real_lite0_int8_agrees_with_fp32_on_90_percent_of_the_photos(lite0_photos):

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         calibrate=args.calibrate,
         images=args.images,
         min_agreement=args.min_agreement,
+        bias_correction=args.bias_correction,
     )
     if pretrained is False and args.pretrained is None:  # said before the report
         note = random_weights_note(args.model, "the export has random weights")
@@ -43,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         f"in {result.seconds:.1f} s"
     )
     runtime = RUNTIMES.get(result.format, "the reloaded file")
+    if result.int8:
+        corrected = (f"biases corrected on {result.bias_images} images" if result.bias_images
+                     else "no bias correction")  # fmt: skip
+        print(f"INT8: PT2E, per-channel weights, ReLU6 fused into its layer, {corrected}")
     if result.agreement is not None:
         skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
         print(

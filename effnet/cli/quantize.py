@@ -29,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
         threads=args.threads,
         pretrained=pretrained,
         weights_source=args.weights_source,
+        bias_correction=args.bias_correction,
     )
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
@@ -40,6 +41,12 @@ def main(args: argparse.Namespace) -> int:
         f"{r.fp32_bytes / 1e6:.1f} MB) in {r.seconds:.1f} s: {r.method} calibration on "
         f"{r.calibration_images} images, {weights} weights, float: {kept} ({r.float_nodes} nodes)"
     )
+    if r.method == "nncf":
+        print("bias correction: NNCF's own")
+    elif r.bias_layers:
+        print(f"bias correction: {r.bias_layers} layers, on {min(r.calibration_images, 32)} images")
+    else:
+        print("no bias correction")
     if r.skipped_images:
         print(f"skipped {r.skipped_images} unreadable calibration image(s)")
     print(

@@ -41,6 +41,7 @@ from effnet.deploy.export.onnx import (
     load_onnx,
     require_onnx,
 )
+from effnet.deploy.onnx_bias import correct_biases
 from effnet.env import MissingDependency, require
 from effnet.training.evaluation import _check_classes, split_options
 from effnet.weights.serialize import atomic_write
@@ -67,6 +68,8 @@ class QuantizeReport:
     image_size: int
     calibration_images: int = 0
     skipped_images: int = 0
+    bias_correction: bool = True  # effnet's correction (effnet.deploy.onnx_bias); nncf: its own
+    bias_layers: int = 0  # layers whose bias effnet corrected
     float_nodes: int = 0  # nodes left in float by keep_float
     qdq_nodes: int = 0  # QuantizeLinear + DequantizeLinear nodes in the written graph
     agreement: float = 0.0  # top-1 agreement with fp32 on the calibration images, in [0, 1]
@@ -97,6 +100,7 @@ def quantize_onnx(
     threads: int | None = None,
     pretrained: Any = None,
     weights_source: str = "auto",
+    bias_correction: bool = True,
 ) -> QuantizeReport:
     """Write an INT8 (QDQ) ONNX file of ``model_or_run`` (a model, name, model file or run).
 
@@ -108,8 +112,13 @@ def quantize_onnx(
     images is at least ``min_agreement``. With ``eval`` (``digits`` or a labelled folder, split
     as ``effnet eval`` splits it), the report's ``eval`` has top-1 of both graphs, file sizes and
     interleaved throughput at batch 16 on ``threads`` threads (default: torch's).
+    ``bias_correction`` (ONNX Runtime's methods): move each Conv/Gemm's output mean back to the
+    fp32 graph's on the first 32 calibration images (``effnet.deploy.onnx_bias``); nncf always
+    corrects biases its own way.
     """
     keep = _check_options(images, method, keep_float, min_agreement)
+    if method == "nncf" and not bias_correction:
+        raise ValueError("nncf always corrects biases (its own way); drop --no-bias-correction")
     require_onnx()
     require("onnxruntime.quantization")
     if method == "nncf":
@@ -125,7 +134,8 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="effnet-quant-") as tmpdir:
         fp32 = Path(tmpdir) / "fp32.onnx"
         export_onnx(model, fp32, size)
-        report = QuantizeReport(output, method, per_channel, keep, size, len(calib), skipped)
+        report = QuantizeReport(output, method, per_channel, keep, size, len(calib), skipped,
+                                bias_correction=bias_correction and method != "nncf")  # fmt: skip
         report.fp32_bytes = fp32.stat().st_size
 
         def write(tmp: str) -> None:
@@ -276,6 +286,8 @@ def _quantize(fp32: Path, out: str, calib: np.ndarray, report: QuantizeReport) -
                 _quantize_nncf(prepared, out, calib, exclude)
             else:
                 _quantize_static(q, prepared, out, calib, graph.input[0].name, exclude, report)
+                if report.bias_correction:
+                    report.bias_layers = correct_biases(str(prepared), out, calib)
     except (ValueError, OSError, ImportError):
         raise
     except Exception as e:  # ORT's calibrator (and NNCF) raise assorted types
@@ -288,6 +300,7 @@ def _quantize(fp32: Path, out: str, calib: np.ndarray, report: QuantizeReport) -
         "method": report.method,
         "per_channel": report.per_channel,
         "keep_float": list(report.keep_float),
+        "bias_correction": report.method == "nncf" or report.bias_correction,
         "calibration_images": len(calib),
     }
     _add_metadata(out, meta)

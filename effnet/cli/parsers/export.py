@@ -28,6 +28,8 @@ def _edge_check(args: argparse.Namespace) -> None:
         raise CLIError(
             f"{used[0]} applies to --format executorch or tflite, not {args.format}{hint}"
         )
+    if not args.bias_correction and not args.int8:
+        raise CLIError("--no-bias-correction applies to --int8")
     if args.int8 and args.calibrate is None:
         raise CLIError("--int8 needs --calibrate DATA (a folder of images or digits)")
     if args.calibrate not in (None, "digits"):
@@ -118,6 +120,12 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_IMAGES,
         metavar="N",
         help="calibration images to use (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="--int8: skip the bias correction on the calibration images (see docs/deploy.md)",
     )
     p.add_argument(
         "--min-agreement",

@@ -100,6 +100,13 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="skip the bias correction on the calibration images (not with --method nncf, "
+        "which always corrects biases its own way)",
+    )
+    p.add_argument(
         "--min-agreement",
         type=float,
         default=0.0,

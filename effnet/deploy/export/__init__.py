@@ -68,15 +68,16 @@ def export(
     calibrate: str | os.PathLike | None = None,
     images: int = DEFAULT_IMAGES,
     min_agreement: float = 0.0,
+    bias_correction: bool = True,
 ) -> ExportResult:
     """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds;
     for the edge formats also INT8 agreement and logit difference on the calibration images)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    edge = EdgeOptions(int8, calibrate, images, min_agreement)
+    edge = EdgeOptions(int8, calibrate, images, min_agreement, bias_correction)
     if format not in EDGE_FORMATS and edge != EdgeOptions():
-        raise ValueError(f"int8 / calibrate / images / min_agreement apply to executorch and "
-                         f"tflite, not {format!r}")  # fmt: skip
+        raise ValueError(f"int8 / calibrate / images / min_agreement / bias_correction apply to "
+                         f"executorch and tflite, not {format!r}")  # fmt: skip
     # refuses ONNX inputs too
     model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     output = Path(output)
@@ -124,6 +125,7 @@ def export_model(
     calibrate: str | os.PathLike | None = None,
     images: int = DEFAULT_IMAGES,
     min_agreement: float = 0.0,
+    bias_correction: bool = True,
 ) -> Path:
     """Export a model (or a name / model file / run folder) to ``output``; returns the path.
 
@@ -145,7 +147,9 @@ def export_model(
             folder of images or ``digits``, the first ``images`` of them, through the model's
             own preprocessing) and checked by top-1 agreement with PyTorch on them; the file is
             refused below ``min_agreement``. Without ``int8``, ``calibrate`` adds a check of
-            the fp32 file on those images.
+            the fp32 file on those images. ``bias_correction`` (INT8): move each layer's
+            output mean back to the float model's on the first 32 calibration images
+            (``effnet.deploy.export.int8``).
     """
     return export(
         model_or_path,
@@ -161,6 +165,7 @@ def export_model(
         calibrate=calibrate,
         images=images,
         min_agreement=min_agreement,
+        bias_correction=bias_correction,
     ).path
 
 

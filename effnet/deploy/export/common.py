@@ -40,6 +40,7 @@ class ExportResult:
     agreement: float | None = None  # top-1 agreement with PyTorch on those images
     max_logit_diff: float | None = None  # their largest logit difference
     max_batch: int | None = None  # ExecuTorch: the largest batch the file takes in one call
+    bias_images: int = 0  # INT8: calibration images its biases were corrected on (0: not)
 
 
 def input_channels(model: nn.Module) -> int:

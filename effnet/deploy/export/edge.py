@@ -1,9 +1,9 @@
 """What the edge exports (ExecuTorch ``.pte``, LiteRT ``.tflite``) share.
 
-- INT8 through PT2E (``torchao.quantization.pt2e``; PT2E left torch in 2.14): the model is
-  exported with ``torch.export``, observed on calibration images that went through the model's
-  own preprocessing (``effnet.deploy.calibration``, the loader ``effnet quantize`` uses), and
-  converted, ready for the target's own lowering.
+- INT8 through PT2E (``effnet.deploy.export.int8``): the model is exported with
+  ``torch.export``, observed on calibration images that went through the model's own
+  preprocessing (``effnet.deploy.calibration``, the loader ``effnet quantize`` uses), converted
+  with ReLU6 clamps fused and biases corrected, ready for the target's own lowering.
 - The check on real images before a file takes its name: in fp32 the file's logits must match
   eager PyTorch within ``TOLERANCE`` x max(1, largest |logit|) (the bound of every export), in
   INT8 its top-1 agreement with eager and its largest logit difference are measured and the file
@@ -27,7 +27,7 @@ from torch import nn
 from effnet.data.transforms import eval_transform
 from effnet.deploy.calibration import calibration_arrays
 from effnet.deploy.export.common import TOLERANCE, ExportResult
-from effnet.env import require
+from effnet.deploy.export.int8 import BIAS_IMAGES
 
 DEFAULT_IMAGES = 128  # calibration images, as for `effnet quantize`
 BATCH = 8  # verification batch (a second batch size proves the batch axis works)
@@ -41,6 +41,7 @@ class EdgeOptions:
     calibrate: str | os.PathLike | None = None
     images: int = DEFAULT_IMAGES
     min_agreement: float = 0.0
+    bias_correction: bool = True  # INT8: see effnet.deploy.export.int8
 
     def check(self, fmt: str) -> EdgeOptions:
         n = self.images
@@ -64,29 +65,14 @@ def calibration_images(model: nn.Module, opts: EdgeOptions, size: int) -> tuple[
     return calibration_arrays(opts.calibrate, opts.images, eval_transform(cfg, size))
 
 
-def pt2e_quantize(
-    model: nn.Module,
-    quantizer,
-    images: np.ndarray,
-    example: torch.Tensor,
-    *,
-    dynamic=None,
-    fold: bool = True,
-) -> nn.Module:
-    """``model`` quantized with PT2E: exported (batch axis ``dynamic``, a ``torch.export.Dim``,
-    or static), observed on ``images`` one at a time (a static graph's
-    example is a batch of 1), converted, and put in eval mode."""
-    pt2e = require("torchao.quantization.pt2e")
-    quantize_pt2e = require("torchao.quantization.pt2e.quantize_pt2e")
-    shapes = None if dynamic is None else ({0: dynamic},)
-    graph = torch.export.export(model, (example,), dynamic_shapes=shapes).module()
-    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for i in range(len(images)):
-            graph(torch.from_numpy(images[i : i + 1]))
-    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=fold)
-    pt2e.move_exported_model_to_eval(graph)
-    return graph
+def record_images(
+    result: ExportResult, opts: EdgeOptions, images: np.ndarray, skipped: int
+) -> None:
+    """Put the INT8 flag and the calibration image counts on ``result``."""
+    result.int8, result.skipped_images = opts.int8, skipped
+    result.calibration_images = len(images)
+    if opts.int8 and opts.bias_correction:
+        result.bias_images = min(len(images), BIAS_IMAGES)
 
 
 def check_on_images(

@@ -28,9 +28,10 @@ from effnet.deploy.export.edge import (
     EdgeOptions,
     calibration_images,
     check_on_images,
-    pt2e_quantize,
     quiet_native,
+    record_images,
 )
+from effnet.deploy.export.int8 import pt2e_quantize
 from effnet.env import require
 
 MAX_BATCH = 32
@@ -68,14 +69,16 @@ def export_executorch(
         with quiet_native(), one_line_errors("ExecuTorch export"):
             module = model
             if opts.int8:
-                module = pt2e_quantize(model, _quantizer(), images, example, dynamic=batch)
+                module = pt2e_quantize(
+                    model, _quantizer(), images, example, dynamic=batch,
+                    bias_correction=opts.bias_correction,
+                )  # fmt: skip
                 _check_quantized(module)
             program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
             Path(tmp).write_bytes(_lower(program).buffer)
 
     def check(result: ExportResult, run: Callable) -> None:
-        result.int8, result.skipped_images = opts.int8, skipped
-        result.calibration_images = len(images)
+        record_images(result, opts, images, skipped)
         check_on_images(model, run, images, result, opts.min_agreement)
         c, s = input_spec(model, image_size)
         big = torch.randn(MAX_BATCH, c, s, s, generator=torch.Generator().manual_seed(0))

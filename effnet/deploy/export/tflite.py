@@ -30,9 +30,10 @@ from effnet.deploy.export.edge import (
     EdgeOptions,
     calibration_images,
     check_on_images,
-    pt2e_quantize,
     quiet_native,
+    record_images,
 )
+from effnet.deploy.export.int8 import pt2e_quantize
 from effnet.env import require
 
 QUANTIZER = "litert_torch.quantize.pt2e_quantizer"
@@ -73,7 +74,10 @@ def export_tflite(
                 quantizer = q.PT2EQuantizer().set_global(
                     q.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
                 )
-                graph = pt2e_quantize(model, quantizer, images, example, fold=False)
+                graph = pt2e_quantize(
+                    model, quantizer, images, example, fold=False,
+                    bias_correction=opts.bias_correction,
+                )  # fmt: skip
                 edge = litert.convert(
                     graph, (example,), quant_config=qcfg.QuantConfig(pt2e_quantizer=quantizer)
                 )
@@ -84,8 +88,7 @@ def export_tflite(
             raise ValueError("LiteRT conversion left the model in float (no int8 tensors)")
 
     def check(result: ExportResult, run: Callable) -> None:
-        result.int8, result.skipped_images = opts.int8, skipped
-        result.calibration_images = len(images)
+        record_images(result, opts, images, skipped)
         check_on_images(model, run, images, result, opts.min_agreement)
 
     return write_export(
