@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if result.int8:
         corrected = (f"biases corrected on {result.bias_images} images" if result.bias_images
                      else "no bias correction")  # fmt: skip
-        print(f"INT8: PT2E, per-channel weights, ReLU6 fused into its layer, {corrected}")
+        print(f"INT8: PT2E with per-channel weights, {corrected}")
     if result.agreement is not None:
         skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
         print(
