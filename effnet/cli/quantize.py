@@ -7,6 +7,7 @@ import json
 import sys
 
 from effnet.api import choose_pretrained, random_weights_note
+from effnet.deploy.onnx_bias import BIAS_IMAGES
 from effnet.deploy.quantize import quantize_onnx
 
 
@@ -44,7 +45,8 @@ def main(args: argparse.Namespace) -> int:
     if r.method == "nncf":
         print("bias correction: NNCF's own")
     elif r.bias_layers:
-        print(f"bias correction: {r.bias_layers} layers, on {min(r.calibration_images, 32)} images")
+        n = min(r.calibration_images, BIAS_IMAGES)
+        print(f"bias correction: {r.bias_layers} layers, on {n} images")
     else:
         print("no bias correction")
     if r.skipped_images:
