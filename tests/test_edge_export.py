@@ -124,6 +124,7 @@ def test_int8_file_is_quantized_and_its_agreement_measured(fmt, tiny, exported):
     assert r.int8 and r.path.stat().st_size < fp32.path.stat().st_size  # Lite0: 5 MB vs 18.6
     assert r.calibration_images == 10 and r.max_abs_diff == {}  # no fp32 bound for INT8
     assert r.bias_images == 10 and fp32.bias_images == 0
+    assert r.bias_layers > 10 and fp32.bias_layers == 0
     model, x, _ = eager_and_images(tiny)
     with torch.inference_mode():
         want = model(x)
@@ -133,6 +134,14 @@ def test_int8_file_is_quantized_and_its_agreement_measured(fmt, tiny, exported):
     assert 0 < r.max_logit_diff == pytest.approx(float((got - want).abs().max()), rel=1e-3)
     # a random model's logits are near-ties, so its agreement is noise: the real Lite0 weights
     # (slow tests below) carry the agreement threshold
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_unverified_int8_file_still_reports_what_was_done(fmt, tiny, tmp_path):
+    r = E.export(tiny[0], fmt, tmp_path / f"m{SUFFIX[fmt]}", calibrate=tiny[1], images=4,
+                 int8=True, verify=False)  # fmt: skip
+    assert r.int8 and r.calibration_images == 4 and r.bias_images == 4 and r.bias_layers > 10
+    assert r.agreement is None  # nothing was run
 
 
 @pytest.mark.slow  # each costs a lowering (30-80 s on 2 cores)

@@ -74,6 +74,7 @@ def test_bias_correction_moves_each_layer_mean_to_the_float_one(name, lite):
     want = int8.layer_means(exported, x)  # BN not folded: only the classifier is comparable
     plain = _quantized(model, images, name, bias_correction=False)
     fixed = _quantized(model, images, name)
+    assert plain.meta["bias_layers"] == 0 and fixed.meta["bias_layers"] >= 10
     before, after = int8.layer_means(plain, x), int8.layer_means(fixed, x)
     assert before.keys() == after.keys() and len(after) >= 10
     fc = [k for k in after if k.startswith("linear")]

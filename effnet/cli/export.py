@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     )
     runtime = RUNTIMES.get(result.format, "the reloaded file")
     if result.int8:
-        corrected = (f"biases corrected on {result.bias_images} images" if result.bias_images
-                     else "no bias correction")  # fmt: skip
+        corrected = (f"biases of {result.bias_layers} layers corrected on {result.bias_images} "
+                     "images" if result.bias_layers else "no bias correction")  # fmt: skip
         print(f"INT8: PT2E with per-channel weights, {corrected}")
     if result.agreement is not None:
         skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""

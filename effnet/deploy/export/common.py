@@ -41,6 +41,7 @@ class ExportResult:
     max_logit_diff: float | None = None  # their largest logit difference
     max_batch: int | None = None  # ExecuTorch: the largest batch the file takes in one call
     bias_images: int = 0  # INT8: calibration images its biases were corrected on (0: not)
+    bias_layers: int = 0  # INT8: layers whose bias was corrected
 
 
 def input_channels(model: nn.Module) -> int:

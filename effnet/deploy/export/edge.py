@@ -66,13 +66,14 @@ def calibration_images(model: nn.Module, opts: EdgeOptions, size: int) -> tuple[
 
 
 def record_images(
-    result: ExportResult, opts: EdgeOptions, images: np.ndarray, skipped: int
+    result: ExportResult, opts: EdgeOptions, images: np.ndarray, skipped: int, bias_layers: int
 ) -> None:
-    """Put the INT8 flag and the calibration image counts on ``result``."""
+    """Put the INT8 flag, the calibration image counts and the bias-corrected layer count (what
+    ``pt2e_quantize`` did) on ``result``."""
     result.int8, result.skipped_images = opts.int8, skipped
     result.calibration_images = len(images)
-    if opts.int8 and opts.bias_correction:
-        result.bias_images = min(len(images), BIAS_IMAGES)
+    result.bias_layers = bias_layers
+    result.bias_images = min(len(images), BIAS_IMAGES) if bias_layers else 0
 
 
 def check_on_images(

@@ -42,7 +42,8 @@ def pt2e_quantize(
     """``model`` quantized with PT2E: exported (batch axis ``dynamic``, a ``torch.export.Dim``,
     or static), annotated by ``quantizer`` with ReLU6 clamps fused, observed on ``images`` (a
     float array, N x C x H x W) one at a time (a static graph's example is a batch of 1),
-    converted, bias-corrected on the first ``BIAS_IMAGES`` of them, and put in eval mode."""
+    converted, bias-corrected on the first ``BIAS_IMAGES`` of them, and put in eval mode.
+    ``graph.meta["bias_layers"]`` says how many layers had their bias corrected."""
     pt2e = require("torchao.quantization.pt2e")
     quantize_pt2e = require("torchao.quantization.pt2e.quantize_pt2e")
     shapes = None if dynamic is None else ({0: dynamic},)
@@ -54,9 +55,11 @@ def pt2e_quantize(
             graph(torch.from_numpy(images[i : i + 1]))
         want = layer_means(graph, batch) if bias_correction else {}
     graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=fold)
+    correct = _Correct(graph, want)
     if want:
         with torch.no_grad():
-            _Correct(graph, want).run(batch)
+            correct.run(batch)
+    graph.meta["bias_layers"] = correct.corrected
     pt2e.move_exported_model_to_eval(graph)
     return graph
 
@@ -144,6 +147,7 @@ class _Correct(_Batch):
     def __init__(self, graph: fx.GraphModule, want: dict[str, torch.Tensor]):
         super().__init__(graph)
         self.want = want
+        self.corrected = 0
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
@@ -154,6 +158,7 @@ class _Correct(_Batch):
         new = self.fetch_attr(bias.target).detach() + self.want[n.name] - _channel_mean(out)
         _replace_attr(self.module, bias.target, new)
         self.env[bias] = new
+        self.corrected += 1
         return super().run_node(n)  # run again with the new bias: what the saved graph computes
 
 

@@ -63,6 +63,7 @@ def export_tflite(
     with quiet_native():  # importing them logs native start-up lines
         require_litert()
     images, skipped = calibration_images(model, opts, input_spec(model, image_size)[1])
+    corrected = [0]  # layers whose bias pt2e_quantize corrected, once saved
 
     def save(tmp: str, in_chans: int, size: int) -> None:
         example = example_input(1, in_chans, size)
@@ -78,6 +79,7 @@ def export_tflite(
                     model, quantizer, images, example, fold=False,
                     bias_correction=opts.bias_correction,
                 )  # fmt: skip
+                corrected[0] = graph.meta["bias_layers"]
                 edge = litert.convert(
                     graph, (example,), quant_config=qcfg.QuantConfig(pt2e_quantizer=quantizer)
                 )
@@ -88,13 +90,16 @@ def export_tflite(
             raise ValueError("LiteRT conversion left the model in float (no int8 tensors)")
 
     def check(result: ExportResult, run: Callable) -> None:
-        record_images(result, opts, images, skipped)
+        record_images(result, opts, images, skipped, corrected[0])
         check_on_images(model, run, images, result, opts.min_agreement)
 
-    return write_export(
+    result = write_export(
         model, path, "tflite", image_size, save, load_tflite, verify, check,
         random_inputs=not opts.int8,
     )  # fmt: skip
+    if not verify:  # check (which records them) did not run
+        record_images(result, opts, images, skipped, corrected[0])
+    return result
 
 
 def _interpreter(path: str | os.PathLike, threads: int | None = None):
