@@ -136,6 +136,28 @@ def test_int8_file_is_quantized_and_its_agreement_measured(fmt, tiny, exported):
     # (slow tests below) carry the agreement threshold
 
 
+@pytest.mark.skipif(not HAVE["tflite"], reason="tflite extra not installed")
+def test_a_litert_file_that_cannot_be_resized_runs_in_chunks(tiny, tmp_path):
+    # GroupNorm in place of BatchNorm (a swap timm and torchvision users make): its INT8 LiteRT
+    # graph keeps batch-1 reshapes, and XNNPACK refuses to resize it (a raw RuntimeError before)
+    model = effnet.load_model(tiny[0])
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(parent, name, torch.nn.GroupNorm(1, child.num_features))
+    model.eval()
+    r = E.export(model, "tflite", tmp_path / "gn.tflite", calibrate=tiny[1], images=8, int8=True)
+    x, _ = calibration_arrays(tiny[1], 8, eval_transform(model.pretrained_cfg))
+    run = tflite.load_tflite(r.path)
+    both = run(torch.from_numpy(x))
+    assert both.shape == (8, 10)
+    assert torch.equal(both, torch.cat([run(torch.from_numpy(x[i : i + 1])) for i in range(8)]))
+    # no BN to fold: only the layers that have a bias of their own (SE convs, classifier)
+    biased = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+              and m.bias is not None]  # fmt: skip
+    assert r.bias_layers == len(biased) > 0
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_unverified_int8_file_still_reports_what_was_done(fmt, tiny, tmp_path):
     r = E.export(tiny[0], fmt, tmp_path / f"m{SUFFIX[fmt]}", calibrate=tiny[1], images=4,

@@ -208,6 +208,13 @@ def test_bad_options(tiny, tmp_path, kwargs, match):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_traced_model_without_its_preprocessing_is_one_line(tiny, tmp_path):
+    traced = torch.fx.symbolic_trace(effnet.load_model(tiny[0]).eval())  # drops pretrained_cfg
+    with pytest.raises(ValueError, match="has no pretrained_cfg to preprocess"):
+        Q.quantize_onnx(traced, calibrate=tiny[1], output=tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
+
+
 def test_bias_correction_brings_the_logit_means_back_to_fp32(tiny, tmp_path):
     model, cal = tiny
     eager = effnet.load_model(model).eval()

@@ -11,6 +11,19 @@ import torch
 
 from effnet.data.datasets import load_data
 from effnet.data.images import UnreadableImageError, is_image_file, open_rgb
+from effnet.data.transforms import eval_transform
+
+
+def preprocessing(model, size: int):
+    """The model's own eval transform at ``size``; a one-line error for a module without a
+    ``pretrained_cfg`` (an FX-traced copy, say: set ``pretrained_cfg`` from the original)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg:
+        raise ValueError(
+            f"{type(model).__name__} has no pretrained_cfg to preprocess calibration images with "
+            "(copy it from the model it came from: traced.pretrained_cfg = model.pretrained_cfg)"
+        )
+    return eval_transform(cfg, size)
 
 
 def calibration_arrays(source: str | os.PathLike, limit: int, transform) -> tuple[np.ndarray, int]:

@@ -31,8 +31,7 @@ from torch import nn
 
 from effnet.api import resolve_model
 from effnet.data.datasets import load_data
-from effnet.data.transforms import eval_transform
-from effnet.deploy.calibration import calibration_arrays
+from effnet.deploy.calibration import calibration_arrays, preprocessing
 from effnet.deploy.export.common import first_line, input_spec
 from effnet.deploy.export.onnx import (
     METADATA_KEY,
@@ -128,7 +127,7 @@ def quantize_onnx(
     if output.is_dir():
         raise IsADirectoryError(f"{output} is a folder; give a file name, e.g. model-int8.onnx")
     _, size = input_spec(model, image_size)
-    transform = eval_transform(model.pretrained_cfg, size)
+    transform = preprocessing(model, size)
     calib, skipped = calibration_arrays(calibrate, images, transform)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="effnet-quant-") as tmpdir:

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.data.transforms import eval_transform
-from effnet.deploy.calibration import calibration_arrays
+from effnet.deploy.calibration import calibration_arrays, preprocessing
 from effnet.deploy.export.common import TOLERANCE, ExportResult
 from effnet.deploy.export.int8 import BIAS_IMAGES
 
@@ -59,10 +58,7 @@ def calibration_images(model: nn.Module, opts: EdgeOptions, size: int) -> tuple[
     """(preprocessed images, unreadable count) from ``opts.calibrate``; empty without it."""
     if opts.calibrate is None:
         return np.zeros((0, 3, size, size), np.float32), 0
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not cfg:
-        raise ValueError(f"{type(model).__name__} has no pretrained_cfg to preprocess images with")
-    return calibration_arrays(opts.calibrate, opts.images, eval_transform(cfg, size))
+    return calibration_arrays(opts.calibrate, opts.images, preprocessing(model, size))
 
 
 def record_images(

@@ -126,15 +126,16 @@ def load_tflite(
     path: str | os.PathLike, *, threads: int | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable running a ``.tflite`` file in LiteRT's interpreter on NCHW float batches
-    (resized to each batch; int8 input and output quantized with the file's own scales)."""
+    (resized to each batch; int8 input and output quantized with the file's own scales).
+
+    A file whose graph cannot be resized (shapes baked in at conversion, as a GroupNorm's
+    reshapes are) runs larger batches in chunks of the batch it was converted at."""
     it = _interpreter(path, threads)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    own = tuple(int(d) for d in inp["shape"])
+    fixed: list[bool] = []  # set once a resize has failed
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        a = x.detach().cpu().float().numpy()
-        if tuple(it.get_input_details()[0]["shape"]) != a.shape:
-            it.resize_tensor_input(inp["index"], list(a.shape))
-            it.allocate_tensors()
+    def once(a: np.ndarray) -> torch.Tensor:
         it.set_tensor(inp["index"], _to_file_type(a, inp))
         it.invoke()
         y = it.get_tensor(out["index"])
@@ -142,6 +143,22 @@ def load_tflite(
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
         return torch.from_numpy(np.array(y, np.float32))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        a = x.detach().cpu().float().numpy()
+        if not fixed and tuple(it.get_input_details()[0]["shape"]) != a.shape:
+            try:
+                it.resize_tensor_input(inp["index"], list(a.shape))
+                it.allocate_tensors()
+            except RuntimeError:  # the delegate cannot reshape this graph
+                it.resize_tensor_input(inp["index"], list(own))
+                it.allocate_tensors()
+                fixed.append(True)
+        if not fixed or a.shape == own:
+            return once(a)
+        if a.shape[1:] != own[1:] or len(a) % own[0]:
+            raise ValueError(f"{path}: this LiteRT file takes only inputs of shape {own}")
+        return torch.cat([once(c) for c in np.split(a, len(a) // own[0])])
 
     return run
 
