@@ -9,8 +9,8 @@ network) to subclasses whose ``forward`` computes the same values faster, on the
   drop-path scale fused into the residual add, activation recompute when asked for, and under
   CPU bf16 autocast the depthwise convs in fp32 (their bf16 backward is the slower one);
 - inference: BatchNorm folded into the conv weights on every call (nothing is cached, so the
-  parameters are always the truth), activations and residual adds in place where nobody else
-  can see the intermediate;
+  parameters are always the truth), activations, the SE channel scale and residual adds in
+  place where nobody else can see the intermediate;
 - channels-last on CPU, with outputs returned in the input's memory format.
 
 Each fast ``forward`` first checks that it may run: the fast paths are on (``plain_ops()``
@@ -24,6 +24,8 @@ restores the plain classes.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +37,10 @@ from effnet.layers import Conv2dSame, ConvBNAct, DropPath, SqueezeExcite, fold_b
 from effnet.model import EfficientNet, EfficientNetFeatures
 
 _CONVS = (nn.Conv2d, Conv2dSame)
+# torch's own activations: none keeps a reference to its output.
+_ACTS = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.GELU, nn.Identity)
+# The one tensor the squeeze-excite now being called may scale in place (per thread).
+_FRESH = threading.local()
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -115,7 +121,8 @@ class FastConvBNAct(ConvBNAct):
 
 
 class FastSqueezeExcite(SqueezeExcite):
-    """``SqueezeExcite`` whose channel scale keeps one buffer in backward, not two."""
+    """``SqueezeExcite`` whose channel scale keeps one buffer in backward, not two, and in
+    inference scales in place the one input its block has marked as nobody else's."""
 
     fast = True
 
@@ -123,7 +130,46 @@ class FastSqueezeExcite(SqueezeExcite):
         gate = self.gate(x)
         if fast_ops() and _recording(x) and not x.is_meta and x.dim() == 4:
             return channel_scale(x, gate)
+        if getattr(_FRESH, "tensor", None) is x and gate.dtype == x.dtype:
+            return x.mul_(gate)
         return x * gate
+
+
+def _fresh_output(unit: nn.Module) -> bool:
+    """Whether ``unit``'s output is a new tensor that nothing keeps: an effnet conv -> BN ->
+    act of torch's own types, no forward replaced on an instance (a wrapper could keep it)."""
+    if type(unit) is not FastConvBNAct:
+        return False
+    parts = (unit, unit.conv, unit.bn, unit.act)
+    return (
+        type(unit.conv) in _CONVS
+        and type(unit.bn) in (nn.BatchNorm2d, nn.Identity)
+        and type(unit.act) in _ACTS
+        and not any("forward" in vars(m) for m in parts)
+    )
+
+
+def _excite(block: nn.Module, producer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``block.se(h)``, allowed to scale ``h`` in place when ``h`` is ``producer``'s fresh
+    output, no gradient is recorded and no hook in the block can see ``h``. This saves one
+    activation-sized buffer and its write per block in inference."""
+    se = block.se
+    if (
+        type(se) is not FastSqueezeExcite
+        or "forward" in vars(se)
+        or not fast_ops()
+        or _recording(h)
+        or h.is_meta
+        or h.dim() != 4
+        or not _fresh_output(producer)
+        or _hooked(*block.modules())
+    ):
+        return se(h)
+    _FRESH.tensor = h
+    try:
+        return se(h)
+    finally:
+        _FRESH.tensor = None
 
 
 class _FastResidual:
@@ -148,11 +194,13 @@ class _FastResidual:
 
 
 class FastMBConv(_FastResidual, MBConv):
-    pass
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(_excite(self, self.dw, self.dw(self.expand(x))))
 
 
 class FastFusedMBConv(_FastResidual, FusedMBConv):
-    pass
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(_excite(self, self.conv, self.conv(x)))
 
 
 class _FastNet:

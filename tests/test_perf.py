@@ -151,6 +151,65 @@ def test_in_place_residual_add_spares_activations_a_hook_holds():
     assert _err(got, _plain(model, x)) < TOL
 
 
+
+def _se_scales(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """How many SE channel scales ran out of place (``mul``) and in place (``mul_``) in one
+    no-grad forward, counted at the ATen level (a module hook would make the path step aside)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    se_calls = {"mul": 0, "mul_": 0}
+
+    class Scales(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            a, b = (args + (None, None))[:2]
+            if name in se_calls and isinstance(b, torch.Tensor) and b.dim() == 4:
+                # (N, C, H, W) * (N, C, 1, 1); BN folding multiplies (C, ...) weights instead
+                se_calls[name] += a.shape[0] == b.shape[0] == len(x) and b.shape[2:] == (1, 1)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Scales():
+        model(x)
+    return se_calls
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnetv2_b0"])
+def test_in_place_se_scale_runs_in_inference_and_matches_plain(name):
+    model = _calibrated(name)
+    n_se = sum(type(m).__name__ == "FastSqueezeExcite" for m in model.modules())
+    x = torch.randn(3, 3, SIZE, SIZE)  # a batch no channel count equals
+    assert _se_scales(model, x) == {"mul": 0, "mul_": n_se}
+    with torch.no_grad():
+        got = model(x)
+    assert _err(got, _plain(model, x)) < TOL
+
+
+def test_in_place_se_scale_spares_what_a_hook_or_wrapper_holds():
+    """A forward hook on the depthwise unit, or a forward wrapper set on its instance, keeps the
+    depthwise output it saw: the SE then scales out of place."""
+    model = _calibrated("efficientnet_b0")
+    block = model.stages[1][1]
+    x = torch.randn(3, 3, SIZE, SIZE)
+    want = _plain(model, x)
+    held = []
+    handle = block.dw.register_forward_hook(lambda m, i, out: held.append((out, out.clone())))
+    with torch.no_grad():
+        got = model(x)
+    handle.remove()
+    assert torch.equal(*held[0]) and _err(got, want) < TOL
+
+    plain_forward = block.dw.forward
+    block.dw.forward = lambda t: held.append(plain_forward(t)) or held[-1]
+    n_se = sum(type(m).__name__ == "FastSqueezeExcite" for m in model.modules())
+    assert _se_scales(model, x) == {"mul": 1, "mul_": n_se - 1}
+    held.clear()
+    with torch.no_grad():
+        got = model(x)
+    with plain_ops(), torch.no_grad():
+        block.dw.forward = plain_forward
+        ref = block.dw(block.expand(model.stages[1][0](model.stages[0](model.stem(x)))))
+    assert _err(held[0], ref) < TOL and _err(got, want) < TOL  # not scaled by the SE gate
+
 @pytest.mark.parametrize(
     ("name", "kw"),
     [
