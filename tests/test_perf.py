@@ -162,7 +162,7 @@ def _se_scales(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     class Scales(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             name = func.overloadpacket.__name__
-            a, b = (args + (None, None))[:2]
+            a, b = (*args, None, None)[:2]
             if name in se_calls and isinstance(b, torch.Tensor) and b.dim() == 4:
                 # (N, C, H, W) * (N, C, 1, 1); BN folding multiplies (C, ...) weights instead
                 se_calls[name] += a.shape[0] == b.shape[0] == len(x) and b.shape[2:] == (1, 1)
