@@ -5,7 +5,8 @@ units it knows (conv -> BN -> act, squeeze-excite, the MBConv / Fused-MBConv res
 network) to subclasses whose ``forward`` computes the same values faster, on the kernels in
 ``effnet.fused``:
 
-- training: BN + SiLU as one memory-lean autograd node, the SE gate's one-buffer backward, the
+- training: BN + SiLU as one memory-lean autograd node, the SE scale saving only its output
+  (fp32) with a one-buffer backward, the
   drop-path scale fused into the residual add, activation recompute when asked for, and under
   CPU bf16 autocast the depthwise convs in fp32 (their bf16 backward is the slower one);
 - inference: BatchNorm folded into the conv weights on every call (nothing is cached, so the

@@ -121,6 +121,38 @@ def test_channel_scale_gradients_match_autograd():
     torch.testing.assert_close(gate.grad, (g * x).sum((2, 3), keepdim=True), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("zero_gate", [False, True])
+def test_channel_scale_fp32_keeps_its_output_not_its_input(zero_gate):
+    """In fp32 the SE scale saves its output (the next conv's input, stored anyway) and the
+    gate, so its input can be freed; a gate with a zero (x cannot be rebuilt) keeps the input.
+    Gradients, also double backward, match autograd either way."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, 6, requires_grad=True)
+    gate = torch.rand(2, 5, 1, 1).add_(0.01)
+    if zero_gate:
+        gate[1, 3] = 0.0
+    gate.requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = channel_scale(x, gate)
+    kept = saved[0]
+    assert len(saved) == 2 and saved[1] is gate
+    assert (kept.data_ptr() == x.data_ptr()) is zero_gate
+    assert (kept.data_ptr() == out.data_ptr()) is not zero_gate
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, gate), g, create_graph=True)
+    x2, gate2 = x.detach().requires_grad_(True), gate.detach().requires_grad_(True)
+    want = torch.autograd.grad(x2 * gate2, (x2, gate2), g, create_graph=True)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # second order: d(sum dgate) / dx = sum_c g, the same as autograd's
+    second = torch.autograd.grad(got[1].sum(), x)[0]
+    torch.testing.assert_close(second, torch.autograd.grad(want[1].sum(), x2)[0])
+    channel_scale(x, gate).backward(g)  # the first-order backward, no graph recorded
+    torch.testing.assert_close(x.grad, want[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gate.grad, want[1], rtol=1e-5, atol=1e-6)
+
+
 def test_drop_path_add_is_drop_path_plus_skip():
     dp = DropPath(0.5).train()
     x = torch.randn(64, 3, 4, 4, requires_grad=True)
