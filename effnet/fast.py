@@ -7,7 +7,8 @@ network) to subclasses whose ``forward`` computes the same values faster, on the
 
 - training: BN + SiLU as one memory-lean autograd node, the SE scale saving only its output
   (fp32) with a one-buffer backward, the drop-path scale fused into the residual add,
-  activation recompute when asked for, and under CPU bf16 autocast the depthwise convs in fp32 (their bf16 backward is the slower one);
+  activation recompute when asked for, and under CPU bf16 autocast the depthwise convs in
+  fp32 (their bf16 backward is the slower one);
 - inference: BatchNorm folded into the conv weights on every call (nothing is cached, so the
   parameters are always the truth), activations, the SE channel scale and residual adds in
   place where nobody else can see the intermediate;
