@@ -97,3 +97,25 @@ def test_the_users_model_is_left_as_it_was(lite):
     _quantized(model, images, "xnnpack")  # the exported graph shares the classifier's bias
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _dequantized(node) -> bool:
+    return "dequantize" in str(getattr(node, "target", ""))
+
+
+@pytest.mark.parametrize("name", sorted(QUANTIZERS))
+def test_keep_float_leaves_the_stem_and_the_classifier_float(name, lite):
+    model, images = lite
+    graph = _quantized(model, images, name, keep_float=("stem", "head"))
+    layers = [n for n in graph.graph.nodes if n.target in int8.LAYERS]
+    stem, fc, rest = layers[0], [n for n in layers if n.target == ATEN.linear.default], layers[1:-1]
+    assert graph.meta["float_layers"] == [stem.name, fc[0].name] and len(fc) == 1
+    assert not _dequantized(stem.args[0])  # the image itself
+    assert not _dequantized(stem.args[1]) and not _dequantized(fc[0].args[1])  # float weights
+    assert len(rest) >= 10
+    assert all(_dequantized(n.args[0]) and _dequantized(n.args[1]) for n in rest)
+    default = _quantized(model, images, name)
+    assert default.meta["float_layers"] == []
+    assert all(_dequantized(n.args[1]) for n in default.graph.nodes if n.target in int8.LAYERS)
+    with pytest.raises(ValueError, match="keep_float groups"):
+        _quantized(model, images, name, keep_float=("se_pool",))

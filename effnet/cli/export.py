@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         images=args.images,
         min_agreement=args.min_agreement,
         bias_correction=args.bias_correction,
+        keep_float=() if args.keep_float == "none" else tuple(args.keep_float.split(",")),
     )
     if pretrained is False and args.pretrained is None:  # said before the report
         note = random_weights_note(args.model, "the export has random weights")
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if result.int8:
         corrected = (f"biases of {result.bias_layers} layers corrected on {result.bias_images} "
                      "images" if result.bias_layers else "no bias correction")  # fmt: skip
-        print(f"INT8: PT2E with per-channel weights, {corrected}")
+        floats = (f"{len(result.float_layers)} layers left in float "
+                  f"({args.keep_float})" if result.float_layers
+                  else "every conv and linear quantized")  # fmt: skip
+        print(f"INT8: PT2E with per-channel weights, {corrected}, {floats}")
     if result.agreement is not None:
         skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
         print(

@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
         calibrate=args.calibrate,
         output=args.output,
         images=args.images,
-        method=args.method,
+        method=args.method,  # None: the library's default, percentile (entropy if it cannot)
         per_channel=args.per_channel,
         keep_float=args.keep_float,
         min_agreement=args.min_agreement,
@@ -35,6 +35,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
         return 0
+    if r.fallback:
+        print(f"effnet quantize: warning: {r.fallback}", file=sys.stderr)
     weights = "per-channel" if r.per_channel else "per-tensor"
     kept = ",".join(r.keep_float) or "none"
     print(

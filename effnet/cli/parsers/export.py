@@ -9,8 +9,8 @@ from effnet.cli import CLIError
 from effnet.cli.parsers import exists_check
 from effnet.cli.weights_flags import add_pretrained
 
-# effnet.deploy.export's FORMATS, DEFAULT_OPSET, TOLERANCE and DEFAULT_IMAGES (a test checks
-# that they agree).
+# effnet.deploy.export's FORMATS, DEFAULT_OPSET, TOLERANCE, DEFAULT_IMAGES, FLOAT_GROUPS and
+# DEFAULT_KEEP_FLOAT (a test checks that they agree).
 FORMATS = (
     "onnx", "torchscript", "safetensors", "pt2", "executorch", "tflite", "timm", "torchvision",
 )  # fmt: skip
@@ -18,6 +18,8 @@ DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
 DEFAULT_IMAGES = 128
 EDGE_FORMATS = ("executorch", "tflite")
+FLOAT_GROUPS = ("stem", "head")
+DEFAULT_KEEP_FLOAT = "stem,head"
 
 
 def _edge_check(args: argparse.Namespace) -> None:
@@ -126,6 +128,13 @@ def _add_edge_options(p: argparse.ArgumentParser) -> None:
         dest="bias_correction",
         action="store_false",
         help="--int8: skip the bias correction on the calibration images (see docs/deploy.md)",
+    )
+    p.add_argument(
+        "--keep-float",
+        default=DEFAULT_KEEP_FLOAT,
+        metavar="GROUPS",
+        help=f"--int8: layers left in float, from {', '.join(FLOAT_GROUPS)} (the first conv and "
+        "the classifier), or none (default: %(default)s)",
     )
     p.add_argument(
         "--min-agreement",

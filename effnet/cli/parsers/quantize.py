@@ -8,11 +8,12 @@ import textwrap
 from effnet.cli.parsers import exists_check
 from effnet.cli.weights_flags import add_pretrained
 
-# effnet.deploy.quantize's METHODS, KEEP_FLOAT, DEFAULT_KEEP_FLOAT and DEFAULT_IMAGES (a test
-# checks that they agree).
+# effnet.deploy.quantize's METHODS, DEFAULT_METHOD, KEEP_FLOAT, DEFAULT_KEEP_FLOAT and
+# DEFAULT_IMAGES (a test checks that they agree).
 METHODS = ("entropy", "percentile", "minmax", "nncf")
+DEFAULT_METHOD = "percentile"
 KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head", "stem")
-DEFAULT_KEEP_FLOAT = "se_pool,se_gate"
+DEFAULT_KEEP_FLOAT = "se_pool,se_gate,stem"
 DEFAULT_IMAGES = 128
 
 
@@ -82,9 +83,10 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         choices=METHODS,
-        default="entropy",
+        default=None,
         help="activation range calibration: ONNX Runtime's entropy, percentile or minmax, or "
-        'nncf (NNCF with bias correction; pip install "effnet[nncf]") (default: %(default)s)',
+        'nncf (NNCF with bias correction; pip install "effnet[nncf]") (default: '
+        f"{DEFAULT_METHOD}, or entropy with a warning where percentile cannot bin a tensor)",
     )
     p.add_argument(
         "--per-tensor",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 
 from effnet.api import resolve_model
 from effnet.deploy.export.common import TOLERANCE, ExportResult, compare, eval_mode, input_spec
-from effnet.deploy.export.edge import DEFAULT_IMAGES, EdgeOptions
+from effnet.deploy.export.edge import DEFAULT_IMAGES, DEFAULT_KEEP_FLOAT, EdgeOptions
 from effnet.deploy.export.executorch import export_executorch
 from effnet.deploy.export.onnx import (
     DEFAULT_OPSET,
@@ -69,15 +70,17 @@ def export(
     images: int = DEFAULT_IMAGES,
     min_agreement: float = 0.0,
     bias_correction: bool = True,
+    keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
 ) -> ExportResult:
     """Like ``export_model`` but returns the ``ExportResult`` (path, diffs per batch, seconds;
     for the edge formats also INT8 agreement and logit difference on the calibration images)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    edge = EdgeOptions(int8, calibrate, images, min_agreement, bias_correction)
+    keep = keep_float if isinstance(keep_float, str) else tuple(keep_float)  # check() refuses a str
+    edge = EdgeOptions(int8, calibrate, images, min_agreement, bias_correction, keep)
     if format not in EDGE_FORMATS and edge != EdgeOptions():
-        raise ValueError(f"int8 / calibrate / images / min_agreement / bias_correction apply to "
-                         f"executorch and tflite, not {format!r}")  # fmt: skip
+        raise ValueError(f"int8 / calibrate / images / min_agreement / bias_correction / "
+                         f"keep_float apply to executorch and tflite, not {format!r}")  # fmt: skip
     # refuses ONNX inputs too
     model = resolve_model(model_or_path, pretrained=pretrained, weights_source=weights_source)
     output = Path(output)
@@ -126,6 +129,7 @@ def export_model(
     images: int = DEFAULT_IMAGES,
     min_agreement: float = 0.0,
     bias_correction: bool = True,
+    keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
 ) -> Path:
     """Export a model (or a name / model file / run folder) to ``output``; returns the path.
 
@@ -149,7 +153,8 @@ def export_model(
             refused below ``min_agreement``. Without ``int8``, ``calibrate`` adds a check of
             the fp32 file on those images. ``bias_correction`` (INT8): move each layer's
             output mean back to the float model's on the first 32 calibration images
-            (``effnet.deploy.export.int8``).
+            (``effnet.deploy.export.int8``). ``keep_float`` (INT8): layer groups left in
+            float, from ``stem`` (the first conv) and ``head`` (the classifier); default both.
     """
     return export(
         model_or_path,
@@ -166,6 +171,7 @@ def export_model(
         images=images,
         min_agreement=min_agreement,
         bias_correction=bias_correction,
+        keep_float=keep_float,
     ).path
 
 

@@ -42,6 +42,7 @@ class ExportResult:
     max_batch: int | None = None  # ExecuTorch: the largest batch the file takes in one call
     bias_images: int = 0  # INT8: calibration images its biases were corrected on (0: not)
     bias_layers: int = 0  # INT8: layers whose bias was corrected
+    float_layers: tuple[str, ...] = ()  # INT8: the convs / linears left in float (keep_float)
 
 
 def input_channels(model: nn.Module) -> int:

@@ -26,9 +26,12 @@ from torch import nn
 
 from effnet.deploy.calibration import calibration_arrays, preprocessing
 from effnet.deploy.export.common import TOLERANCE, ExportResult
-from effnet.deploy.export.int8 import BIAS_IMAGES
+from effnet.deploy.export.int8 import BIAS_IMAGES, FLOAT_GROUPS
 
 DEFAULT_IMAGES = 128  # calibration images, as for `effnet quantize`
+# INT8: the stem conv and the classifier stay float (the first-and-last-layer exception; on the
+# real Lite0 weights 20 of 22 real photos agree with fp32 in both runtimes, 18 without)
+DEFAULT_KEEP_FLOAT = ("stem", "head")
 BATCH = 8  # verification batch (a second batch size proves the batch axis works)
 
 
@@ -41,8 +44,15 @@ class EdgeOptions:
     images: int = DEFAULT_IMAGES
     min_agreement: float = 0.0
     bias_correction: bool = True  # INT8: see effnet.deploy.export.int8
+    keep_float: tuple[str, ...] = DEFAULT_KEEP_FLOAT  # INT8: layer groups left in float
 
     def check(self, fmt: str) -> EdgeOptions:
+        groups = self.keep_float
+        if isinstance(groups, str) or any(g not in FLOAT_GROUPS for g in groups):
+            raise ValueError(
+                f"keep_float must be a tuple of {', '.join(FLOAT_GROUPS)} (or empty), "
+                f"got {groups!r}"
+            )
         n = self.images
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"images must be a positive integer, got {n!r}")
@@ -62,14 +72,16 @@ def calibration_images(model: nn.Module, opts: EdgeOptions, size: int) -> tuple[
 
 
 def record_images(
-    result: ExportResult, opts: EdgeOptions, images: np.ndarray, skipped: int, bias_layers: int
+    result: ExportResult, opts: EdgeOptions, images: np.ndarray, skipped: int, quantized: dict
 ) -> None:
-    """Put the INT8 flag, the calibration image counts and the bias-corrected layer count (what
-    ``pt2e_quantize`` did) on ``result``."""
+    """Put the INT8 flag, the calibration image counts, and the bias-corrected and float layers
+    (``quantized``: the meta of the graph ``pt2e_quantize`` returned; empty for fp32) on
+    ``result``."""
     result.int8, result.skipped_images = opts.int8, skipped
     result.calibration_images = len(images)
-    result.bias_layers = bias_layers
-    result.bias_images = min(len(images), BIAS_IMAGES) if bias_layers else 0
+    result.bias_layers = quantized.get("bias_layers", 0)
+    result.bias_images = min(len(images), BIAS_IMAGES) if result.bias_layers else 0
+    result.float_layers = tuple(quantized.get("float_layers", ()))
 
 
 def check_on_images(

@@ -62,7 +62,7 @@ def export_executorch(
     with quiet_native():  # importing them logs native start-up lines
         require_executorch()
     images, skipped = calibration_images(model, opts, input_spec(model, image_size)[1])
-    corrected = [0]  # layers whose bias pt2e_quantize corrected, once saved
+    quantized: dict = {}  # the meta of pt2e_quantize's graph, once saved
 
     def save(tmp: str, in_chans: int, size: int) -> None:
         example = example_input(2, in_chans, size)  # batch 1 would be specialised
@@ -72,15 +72,15 @@ def export_executorch(
             if opts.int8:
                 module = pt2e_quantize(
                     model, _quantizer(), images, example, dynamic=batch,
-                    bias_correction=opts.bias_correction,
+                    bias_correction=opts.bias_correction, keep_float=opts.keep_float,
                 )  # fmt: skip
-                corrected[0] = module.meta["bias_layers"]
+                quantized.update(module.meta)
                 _check_quantized(module)
             program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
             Path(tmp).write_bytes(_lower(program).buffer)
 
     def check(result: ExportResult, run: Callable) -> None:
-        record_images(result, opts, images, skipped, corrected[0])
+        record_images(result, opts, images, skipped, quantized)
         check_on_images(model, run, images, result, opts.min_agreement)
         c, s = input_spec(model, image_size)
         big = torch.randn(MAX_BATCH, c, s, s, generator=torch.Generator().manual_seed(0))
@@ -100,7 +100,7 @@ def export_executorch(
         random_inputs=not opts.int8,
     )  # fmt: skip
     if not verify:  # check (which records them) did not run
-        record_images(result, opts, images, skipped, corrected[0])
+        record_images(result, opts, images, skipped, quantized)
     return result
 
 

@@ -12,6 +12,10 @@ exports, with two corrections the stock XNNPACK and litert-torch quantizers lack
   gets the per-channel mean of its output over the calibration images moved back to the float
   model's, with every layer before it already corrected. With both, ExecuTorch's file agrees
   on 95.5% of 176 unseen crops (86.4% without bias correction; benchmarks/edge_accuracy.py).
+
+``keep_float`` leaves the stem conv (it reads raw pixels, with 27 weights per output channel)
+and the classifier in float, the usual first-and-last-layer exception; on the real Lite0
+weights that took both runtimes from 18 to 20 of the 22 real photos (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ ATEN = torch.ops.aten
 CLAMPS = (ATEN.hardtanh.default, ATEN.hardtanh_.default)
 LAYERS = (ATEN.conv2d.default, ATEN.linear.default)
 PRODUCERS = (*LAYERS, ATEN.add.Tensor)
+ACTIVATIONS = (*CLAMPS, ATEN.relu.default, ATEN.relu_.default)
+FLOAT_GROUPS = ("stem", "head")  # what keep_float can leave in float
 
 
 def pt2e_quantize(
@@ -38,17 +44,21 @@ def pt2e_quantize(
     dynamic=None,
     fold: bool = True,
     bias_correction: bool = True,
+    keep_float: tuple[str, ...] = (),
 ) -> nn.Module:
     """``model`` quantized with PT2E: exported (batch axis ``dynamic``, a ``torch.export.Dim``,
-    or static), annotated by ``quantizer`` with ReLU6 clamps fused, observed on ``images`` (a
-    float array, N x C x H x W) one at a time (a static graph's example is a batch of 1),
-    converted, bias-corrected on the first ``BIAS_IMAGES`` of them, and put in eval mode.
-    ``graph.meta["bias_layers"]`` says how many layers had their bias corrected."""
+    or static), annotated by ``quantizer`` with ReLU6 clamps fused and the ``keep_float``
+    groups (``FLOAT_GROUPS``) left unannotated, observed on ``images`` (a float array,
+    N x C x H x W) one at a time (a static graph's example is a batch of 1), converted,
+    bias-corrected on the first ``BIAS_IMAGES`` of them, and put in eval mode.
+    ``graph.meta["bias_layers"]`` says how many layers had their bias corrected,
+    ``graph.meta["float_layers"]`` which convs and linears stayed float."""
     pt2e = require("torchao.quantization.pt2e")
     quantize_pt2e = require("torchao.quantization.pt2e.quantize_pt2e")
     shapes = None if dynamic is None else ({0: dynamic},)
     graph = torch.export.export(model, (example,), dynamic_shapes=shapes).module()
-    graph = quantize_pt2e.prepare_pt2e(graph, fused_clamps(quantizer))
+    floats: list[str] = []
+    graph = quantize_pt2e.prepare_pt2e(graph, fused_clamps(quantizer, keep_float, floats))
     batch = torch.from_numpy(images[:BIAS_IMAGES])
     with torch.no_grad():
         for i in range(len(images)):
@@ -60,12 +70,14 @@ def pt2e_quantize(
         with torch.no_grad():
             correct.run(batch)
     graph.meta["bias_layers"] = correct.corrected
+    graph.meta["float_layers"] = floats
     pt2e.move_exported_model_to_eval(graph)
     return graph
 
 
-def fused_clamps(quantizer):
-    """``quantizer`` (a PT2E ``Quantizer``) with ReLU6 clamps fused into what feeds them."""
+def fused_clamps(quantizer, keep: tuple[str, ...] = (), floats: list[str] | None = None):
+    """``quantizer`` (a PT2E ``Quantizer``) with ReLU6 clamps fused into what feeds them and the
+    ``keep`` groups left float (their layer names appended to ``floats``)."""
     base = require("torchao.quantization.pt2e.quantizer").Quantizer
 
     class FusedClamps(base):
@@ -75,6 +87,9 @@ def fused_clamps(quantizer):
         def annotate(self, model: fx.GraphModule) -> fx.GraphModule:
             model = quantizer.annotate(model)
             fuse_clamps(model)
+            left = leave_float(model, keep)
+            if floats is not None:
+                floats[:] = left
             return model
 
         def validate(self, model: fx.GraphModule) -> None:
@@ -100,6 +115,25 @@ def fuse_clamps(graph: fx.GraphModule) -> int:
         node.meta[KEY] = type(have)(input_qspec_map={}, output_qspec=spec, _annotated=True)
         moved += 1
     return moved
+
+
+def leave_float(graph: fx.GraphModule, groups: tuple[str, ...]) -> list[str]:
+    """Drop the quantization annotations of the ``groups`` in an annotated graph, so that PT2E
+    leaves them float: ``stem``, the first conv and the ReLU / ReLU6 after it; ``head``, every
+    linear. Their consumers still quantize what they read. Returns the conv / linear names."""
+    unknown = [g for g in groups if g not in FLOAT_GROUPS]
+    if unknown:
+        raise ValueError(f"keep_float groups are {', '.join(FLOAT_GROUPS)}, not {unknown}")
+    calls = [n for n in graph.graph.nodes if n.op == "call_function"]
+    layers = []
+    if "stem" in groups:
+        layers += [n for n in calls if n.target == ATEN.conv2d.default][:1]
+    if "head" in groups:
+        layers += [n for n in calls if n.target == ATEN.linear.default]
+    acts = [u for n in layers for u in n.users if u.target in ACTIVATIONS]
+    for n in layers + acts:
+        n.meta.pop(KEY, None)
+    return [n.name for n in layers]
 
 
 def layer_means(graph: fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -63,7 +63,7 @@ def export_tflite(
     with quiet_native():  # importing them logs native start-up lines
         require_litert()
     images, skipped = calibration_images(model, opts, input_spec(model, image_size)[1])
-    corrected = [0]  # layers whose bias pt2e_quantize corrected, once saved
+    quantized: dict = {}  # the meta of pt2e_quantize's graph, once saved
 
     def save(tmp: str, in_chans: int, size: int) -> None:
         example = example_input(1, in_chans, size)
@@ -77,9 +77,9 @@ def export_tflite(
                 )
                 graph = pt2e_quantize(
                     model, quantizer, images, example, fold=False,
-                    bias_correction=opts.bias_correction,
+                    bias_correction=opts.bias_correction, keep_float=opts.keep_float,
                 )  # fmt: skip
-                corrected[0] = graph.meta["bias_layers"]
+                quantized.update(graph.meta)
                 edge = litert.convert(
                     graph, (example,), quant_config=qcfg.QuantConfig(pt2e_quantizer=quantizer)
                 )
@@ -90,7 +90,7 @@ def export_tflite(
             raise ValueError("LiteRT conversion left the model in float (no int8 tensors)")
 
     def check(result: ExportResult, run: Callable) -> None:
-        record_images(result, opts, images, skipped, corrected[0])
+        record_images(result, opts, images, skipped, quantized)
         check_on_images(model, run, images, result, opts.min_agreement)
 
     result = write_export(
@@ -98,7 +98,7 @@ def export_tflite(
         random_inputs=not opts.int8,
     )  # fmt: skip
     if not verify:  # check (which records them) did not run
-        record_images(result, opts, images, skipped, corrected[0])
+        record_images(result, opts, images, skipped, quantized)
     return result
 
 
