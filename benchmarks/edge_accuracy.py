@@ -10,8 +10,10 @@ Every INT8 file is calibrated on the real photos of scikit-image and scikit-lear
   more views, so the figure moves by one view in 176 rather than one photo in 22. Crops on
   which fp32 is a near-tie (top-2 softmax probabilities under 0.05 apart) are counted apart.
 
-Rows: ExecuTorch, LiteRT and ONNX Runtime INT8 (``effnet quantize``'s default method), each with
-and without bias correction, and ``--method nncf`` when nncf is installed.
+Rows: ExecuTorch and LiteRT INT8 (the default: stem and classifier float; all quantized; all
+quantized without bias correction), ONNX Runtime INT8 (the default, percentile with the stem
+float; percentile and entropy with it quantized; entropy without bias correction), and
+``--method nncf`` when nncf is installed.
 Writes ``edge_accuracy.{json,md}``. Accuracy does not depend on machine load.
 """
 
@@ -82,13 +84,15 @@ def edge_rows(model, photos: Path, crops: np.ndarray, ref: torch.Tensor, tmp: Pa
     rows = []
     for fmt, suffix, load in (("executorch", ".pte", load_executorch),
                               ("tflite", ".tflite", load_tflite)):  # fmt: skip
-        for bias in (True, False):
+        for bias, keep in ((True, ("stem", "head")), (True, ()), (False, ())):
             path = tmp / f"l0{suffix}"
-            r = export(model, fmt, path, int8=True, calibrate=photos, bias_correction=bias)
+            r = export(model, fmt, path, int8=True, calibrate=photos, bias_correction=bias,
+                       keep_float=keep)  # fmt: skip
             got = batched(load(path), crops)
             rows.append({
                 "runtime": {"executorch": "ExecuTorch (XNNPACK)", "tflite": "LiteRT"}[fmt],
-                "recipe": "PT2E, ReLU6 fused" + (", bias correction" if bias else ""),
+                "recipe": "PT2E, ReLU6 fused" + (", bias correction" if bias else "")
+                + (f", float: {','.join(keep)}" if keep else ", all quantized"),
                 "photos": on_photos(r),
                 "crops": agreement(ref, got),
             })  # fmt: skip
@@ -99,17 +103,20 @@ def edge_rows(model, photos: Path, crops: np.ndarray, ref: torch.Tensor, tmp: Pa
 def ort_rows(model, photos: Path, crops: np.ndarray, ref: torch.Tensor, tmp: Path) -> list:
     import importlib.util
 
-    runs = [("entropy", True), ("entropy", False)]
-    runs += [("nncf", True)] if importlib.util.find_spec("nncf") else []
+    se, stem = ("se_pool", "se_gate"), ("se_pool", "se_gate", "stem")
+    runs = [("percentile", True, stem), ("percentile", True, se), ("entropy", True, stem),
+            ("entropy", True, se), ("entropy", False, se)]  # fmt: skip
+    runs += [("nncf", True, stem)] if importlib.util.find_spec("nncf") else []
     rows = []
-    for method, bias in runs:
+    for method, bias, keep in runs:
         path = tmp / f"l0-{method}.onnx"
         r = Q.quantize_onnx(model, calibrate=photos, output=path, method=method,
-                            bias_correction=bias)  # fmt: skip
+                            bias_correction=bias, keep_float=keep)  # fmt: skip
         got = torch.from_numpy(Q._logits(path, crops))
         rows.append({
             "runtime": "ONNX Runtime",
-            "recipe": f"--method {method}" + ("" if bias else " --no-bias-correction"),
+            "recipe": f"--method {method} --keep-float {','.join(keep)}"
+            + ("" if bias else " --no-bias-correction"),
             "photos": on_photos(r),
             "crops": agreement(ref, got),
         })  # fmt: skip
