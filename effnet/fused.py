@@ -284,8 +284,10 @@ class _ChannelScaleFn(torch.autograd.Function):
         # In fp32 the gate's gradient sum_hw(grad * x) is sum_hw(grad * out) / gate, since the
         # gate is one number per (n, c). Saving ``out`` (which the next conv saves anyway)
         # instead of ``x`` lets ``x`` be freed: one activation map less per SE block.
+        # The gate check reads a value back, so only on the CPU (a GPU would sync per block).
         ctx.from_out = (
             x.dtype == gate.dtype == out.dtype == torch.float32
+            and x.device.type == "cpu"
             and bool(gate.detach().abs().amin() > _TINY_GATE)
         )
         ctx.save_for_backward(out if ctx.from_out else x, gate)
@@ -313,5 +315,5 @@ class _ChannelScaleFn(torch.autograd.Function):
 
 def channel_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """``x * gate`` for a (N, C, 1, 1) gate, with a backward that allocates one map, not two
-    and, in fp32, keeps only the output (shared with the next conv), not the input."""
+    and, in fp32 on the CPU, keeps only the output (shared with the next conv), not the input."""
     return _ChannelScaleFn.apply(x, gate)
