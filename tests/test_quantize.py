@@ -350,6 +350,17 @@ def test_cli_text_report(tiny, tmp_path, capsys):
     assert "no bias correction" in text
 
 
+def test_cli_says_a_percentile_fallback_once_in_its_own_words(tiny, tmp_path, capsys, recwarn):
+    model, cal = tiny
+    code, text, err = run_cli(capsys, "quantize", model, "--calibrate", cal, "--images", "6",
+                              "--keep-float", "none", "-o", tmp_path / "q.onnx")  # fmt: skip
+    assert code == 0, err
+    line = "effnet quantize: warning: percentile calibration failed"
+    assert err.count(line) == 1 and "UserWarning" not in err
+    assert not [w for w in recwarn if "percentile" in str(w.message)]
+    assert "entropy calibration on 6 images" in text
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [

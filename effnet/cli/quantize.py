@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from effnet.api import choose_pretrained, random_weights_note
 from effnet.deploy.onnx_bias import BIAS_IMAGES
@@ -16,22 +17,24 @@ def main(args: argparse.Namespace) -> int:
     if pretrained is False and args.pretrained is None:
         note = random_weights_note(args.model, "the quantized file has random weights")
         print(f"effnet quantize: warning: {note}", file=sys.stderr)
-    r = quantize_onnx(
-        args.model,
-        calibrate=args.calibrate,
-        output=args.output,
-        images=args.images,
-        method=args.method,  # None: the library's default, percentile (entropy if it cannot)
-        per_channel=args.per_channel,
-        keep_float=args.keep_float,
-        min_agreement=args.min_agreement,
-        eval=args.eval,
-        image_size=args.image_size,
-        threads=args.threads,
-        pretrained=pretrained,
-        weights_source=args.weights_source,
-        bias_correction=args.bias_correction,
-    )
+    with warnings.catch_warnings():  # a fallback is printed below as effnet's own warning line
+        warnings.filterwarnings("ignore", message="percentile calibration failed")
+        r = quantize_onnx(
+            args.model,
+            calibrate=args.calibrate,
+            output=args.output,
+            images=args.images,
+            method=args.method,  # None: the library's default, percentile (entropy if it cannot)
+            per_channel=args.per_channel,
+            keep_float=args.keep_float,
+            min_agreement=args.min_agreement,
+            eval=args.eval,
+            image_size=args.image_size,
+            threads=args.threads,
+            pretrained=pretrained,
+            weights_source=args.weights_source,
+            bias_correction=args.bias_correction,
+        )
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
         return 0
