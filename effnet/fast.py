@@ -40,7 +40,8 @@ from effnet.model import EfficientNet, EfficientNetFeatures
 _CONVS = (nn.Conv2d, Conv2dSame)
 # torch's own activations: none keeps a reference to its output.
 _ACTS = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.GELU, nn.Identity)
-# The one tensor the squeeze-excite now being called may scale in place (per thread).
+# Per thread: the one tensor the squeeze-excite now being called may scale in place
+# (``tensor``), or whose scaled output only a plain conv reads (``conv_reads``).
 _FRESH = threading.local()
 
 
@@ -130,7 +131,7 @@ class FastSqueezeExcite(SqueezeExcite):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.gate(x)
         if fast_ops() and _recording(x) and not x.is_meta and x.dim() == 4:
-            return channel_scale(x, gate)
+            return channel_scale(x, gate, getattr(_FRESH, "conv_reads", None) is x)
         if getattr(_FRESH, "tensor", None) is x and gate.dtype == x.dtype:
             return x.mul_(gate)
         return x * gate
@@ -150,27 +151,42 @@ def _fresh_output(unit: nn.Module) -> bool:
     )
 
 
+def _conv_unit(unit: nn.Module) -> bool:
+    """Whether ``unit`` is an effnet conv -> BN -> act whose conv (of torch's own types, no
+    forward replaced) reads its input and changes nothing in place."""
+    return (
+        type(unit) is FastConvBNAct
+        and type(unit.conv) in _CONVS
+        and not any("forward" in vars(m) for m in (unit, unit.conv))
+    )
+
+
 def _excite(block: nn.Module, producer: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """``block.se(h)``, allowed to scale ``h`` in place when ``h`` is ``producer``'s fresh
-    output, no gradient is recorded and no hook in the block can see ``h``. This saves one
-    activation-sized buffer and its write per block in inference."""
+    """``block.se(h)``. In inference it may scale ``h`` in place when ``h`` is ``producer``'s
+    fresh output (one activation buffer and its write saved per block); in training it may
+    keep its output instead of ``h`` for backward when only the block's projection conv reads
+    that output (one stored map less per block). Either needs no hook in the block."""
     se = block.se
     if (
         type(se) is not FastSqueezeExcite
         or "forward" in vars(se)
         or not fast_ops()
-        or _recording(h)
         or h.is_meta
         or h.dim() != 4
-        or not _fresh_output(producer)
         or _hooked(*block.modules())
     ):
         return se(h)
-    _FRESH.tensor = h
+    if _recording(h):
+        mark, ok = "conv_reads", _conv_unit(block.project)
+    else:
+        mark, ok = "tensor", _fresh_output(producer)
+    if not ok:
+        return se(h)
+    setattr(_FRESH, mark, h)
     try:
         return se(h)
     finally:
-        _FRESH.tensor = None
+        setattr(_FRESH, mark, None)
 
 
 class _FastResidual:

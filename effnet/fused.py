@@ -279,14 +279,16 @@ _TINY_GATE = 1e-20
 
 class _ChannelScaleFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, gate: torch.Tensor, keep_output: bool) -> torch.Tensor:
         out = x * gate
         # In fp32 the gate's gradient sum_hw(grad * x) is sum_hw(grad * out) / gate, since the
         # gate is one number per (n, c). Saving ``out`` (which the next conv saves anyway)
-        # instead of ``x`` lets ``x`` be freed: one activation map less per SE block.
-        # The gate check reads a value back, so only on the CPU (a GPU would sync per block).
+        # instead of ``x`` lets ``x`` be freed: one activation map less per SE block. Only when
+        # the caller knows that nothing changes ``out`` in place (``keep_output``), and only on
+        # the CPU: the gate check reads a value back (a GPU would sync once per block).
         ctx.from_out = (
-            x.dtype == gate.dtype == out.dtype == torch.float32
+            keep_output
+            and x.dtype == gate.dtype == out.dtype == torch.float32
             and x.device.type == "cpu"
             and bool(gate.detach().abs().amin() > _TINY_GATE)
         )
@@ -296,13 +298,13 @@ class _ChannelScaleFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         saved, gate = ctx.saved_tensors
-        need_x, need_gate = ctx.needs_input_grad
+        need_x, need_gate, _ = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True: the plain, differentiable formula
             x = saved / gate if ctx.from_out else saved
             dgate = (grad * x).sum((2, 3), keepdim=True) if need_gate else None
-            return (grad * gate if need_x else None), dgate
+            return (grad * gate if need_x else None), dgate, None
         if not need_gate:
-            return grad * gate, None
+            return grad * gate, None, None
         # One full-size buffer instead of autograd's two: grad * x (or grad * out) is reduced
         # to the gate's gradient, then the same buffer receives the input gradient.
         buf = torch.mul(grad, saved)
@@ -310,10 +312,12 @@ class _ChannelScaleFn(torch.autograd.Function):
         if ctx.from_out:
             dgate = dgate.div_(gate)
         dx = torch.mul(grad, gate, out=buf) if need_x else None
-        return dx, dgate
+        return dx, dgate, None
 
 
-def channel_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """``x * gate`` for a (N, C, 1, 1) gate, with a backward that allocates one map, not two
-    and, in fp32 on the CPU, keeps only the output (shared with the next conv), not the input."""
-    return _ChannelScaleFn.apply(x, gate)
+def channel_scale(x: torch.Tensor, gate: torch.Tensor, keep_output: bool = False) -> torch.Tensor:
+    """``x * gate`` for a (N, C, 1, 1) gate, with a backward that allocates one map, not two.
+    With ``keep_output`` (the caller vouches that nothing modifies the output in place: effnet's
+    MBConv when a plain conv reads it), in fp32 on the CPU it keeps only the output (which that
+    conv saves anyway), not the input."""
+    return _ChannelScaleFn.apply(x, gate, keep_output)

@@ -134,7 +134,10 @@ def test_channel_scale_fp32_keeps_its_output_not_its_input(zero_gate):
     gate.requires_grad_(True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        out = channel_scale(x, gate)
+        channel_scale(x, gate)  # nobody vouched for the output: the input is kept
+        out = channel_scale(x, gate, keep_output=True)
+    assert saved[0] is x
+    saved = saved[2:]
     kept = saved[0]
     assert len(saved) == 2 and saved[1] is gate
     assert (kept.data_ptr() == x.data_ptr()) is zero_gate
@@ -148,9 +151,48 @@ def test_channel_scale_fp32_keeps_its_output_not_its_input(zero_gate):
     # second order: d(sum dgate) / dx = sum_c g, the same as autograd's
     second = torch.autograd.grad(got[1].sum(), x)[0]
     torch.testing.assert_close(second, torch.autograd.grad(want[1].sum(), x2)[0])
-    channel_scale(x, gate).backward(g)  # the first-order backward, no graph recorded
+    channel_scale(x, gate, True).backward(g)  # the first-order backward, no graph recorded
     torch.testing.assert_close(x.grad, want[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gate.grad, want[1], rtol=1e-5, atol=1e-6)
+
+
+def test_se_keeps_its_output_only_where_a_plain_conv_reads_it(monkeypatch):
+    """In training each SE scale keeps its output (not its input) only when its block's
+    projection is effnet's conv unit; a projection swapped for one that starts with an in-place
+    op makes that SE keep its input, and the step still trains as the plain model does."""
+    import effnet.fast as fast
+
+    calls = []
+
+    def spy(x, gate, keep_output=False):
+        calls.append(keep_output)
+        return channel_scale(x, gate, keep_output)
+
+    monkeypatch.setattr(fast, "channel_scale", spy)
+    torch.manual_seed(0)
+    model = effnet.accelerate(effnet.create_model("efficientnet_b0", num_classes=10)).train()
+    x = torch.randn(4, 3, SIZE, SIZE)
+    model(x).square().mean().backward()
+    n_se = sum(type(m).__name__ == "FastSqueezeExcite" for m in model.modules())
+    assert calls == [True] * n_se
+    block = model.stages[1][1]
+    block.project = nn.Sequential(nn.ReLU(inplace=True), block.project)
+    calls.clear()
+    model.zero_grad()
+    torch.manual_seed(5)  # the same dropout draws in both runs
+    out = model(x)
+    out.square().mean().backward()  # saving the SE output would fail: ReLU changed it in place
+    assert calls.count(False) == 1 and len(calls) == n_se
+    got = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    torch.manual_seed(5)
+    with plain_ops():
+        ref = model(x)
+        ref.square().mean().backward()
+    assert _err(out, ref) < TOL
+    for k, p in model.named_parameters():
+        err = (got[k] - p.grad).abs().max().item()
+        assert err < TOL * max(1.0, p.grad.abs().max().item()), f"{k}: grad diff {err:.3g}"
 
 
 def test_drop_path_add_is_drop_path_plus_skip():
