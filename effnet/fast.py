@@ -137,27 +137,25 @@ class FastSqueezeExcite(SqueezeExcite):
         return x * gate
 
 
-def _fresh_output(unit: nn.Module) -> bool:
-    """Whether ``unit``'s output is a new tensor that nothing keeps: an effnet conv -> BN ->
-    act of torch's own types, no forward replaced on an instance (a wrapper could keep it)."""
-    if type(unit) is not FastConvBNAct:
-        return False
-    parts = (unit, unit.conv, unit.bn, unit.act)
-    return (
-        type(unit.conv) in _CONVS
-        and type(unit.bn) in (nn.BatchNorm2d, nn.Identity)
-        and type(unit.act) in _ACTS
-        and not any("forward" in vars(m) for m in parts)
-    )
-
-
 def _conv_unit(unit: nn.Module) -> bool:
     """Whether ``unit`` is an effnet conv -> BN -> act whose conv (of torch's own types, no
-    forward replaced) reads its input and changes nothing in place."""
+    forward replaced on an instance) reads its input and changes nothing in place."""
     return (
         type(unit) is FastConvBNAct
         and type(unit.conv) in _CONVS
         and not any("forward" in vars(m) for m in (unit, unit.conv))
+    )
+
+
+def _fresh_output(unit: nn.Module) -> bool:
+    """Whether ``unit``'s output is a new tensor that nothing keeps: a ``_conv_unit`` whose BN
+    and activation are torch's own types too, neither with a forward replaced (a wrapper could
+    keep the tensor)."""
+    return (
+        _conv_unit(unit)
+        and type(unit.bn) in (nn.BatchNorm2d, nn.Identity)
+        and type(unit.act) in _ACTS
+        and not any("forward" in vars(m) for m in (unit.bn, unit.act))
     )
 
 

@@ -239,12 +239,21 @@ def test_missing_extra_is_one_line(fmt, modules, extra, tiny, tmp_path, monkeypa
         ({"format": "executorch", "min_agreement": 2}, r"min_agreement must be in \[0, 1\]"),
         ({"format": "onnx", "int8": True}, "apply to executorch and tflite"),
         ({"format": "pt2", "bias_correction": False}, "apply to executorch and tflite"),
+        ({"format": "onnx", "keep_float": "none"}, "apply to executorch and tflite"),
+        ({"format": "tflite", "keep_float": "stem,se_pool"}, "keep_float must be a tuple of"),
+        ({"format": "executorch", "keep_float": ["head", "classifier"]}, "keep_float must be"),
     ],
 )
 def test_bad_options(kwargs, match, tiny, tmp_path):
     with pytest.raises(ValueError, match=match):
         E.export(tiny[0], output=tmp_path / "x.bin", **kwargs)
     assert not list(tmp_path.iterdir())
+
+
+def test_keep_float_is_read_as_the_cli_writes_it():
+    assert E.op_groups("stem,head") == ("stem", "head") == E.op_groups(["stem", "head"])
+    assert E.op_groups("none") == () == E.op_groups([])
+    assert edge.EdgeOptions(keep_float=E.op_groups("stem,head")) == edge.EdgeOptions()
 
 
 def run_cli(capsys, *argv):

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         images=args.images,
         min_agreement=args.min_agreement,
         bias_correction=args.bias_correction,
-        keep_float=() if args.keep_float == "none" else tuple(args.keep_float.split(",")),
+        keep_float=args.keep_float,
     )
     if pretrained is False and args.pretrained is None:  # said before the report
         note = random_weights_note(args.model, "the export has random weights")

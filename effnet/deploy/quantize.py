@@ -34,7 +34,7 @@ from torch import nn
 from effnet.api import resolve_model
 from effnet.data.datasets import load_data
 from effnet.deploy.calibration import calibration_arrays, preprocessing
-from effnet.deploy.export.common import first_line, input_spec
+from effnet.deploy.export.common import first_line, input_spec, op_groups
 from effnet.deploy.export.onnx import (
     METADATA_KEY,
     _add_metadata,
@@ -154,7 +154,8 @@ def quantize_onnx(
             except ValueError as e:
                 if not (defaulted and report.method == "percentile" and "bins" in str(e)):
                     raise
-                report.method, report.fallback = "entropy", (
+                report.method = "entropy"
+                report.fallback = (
                     f"percentile calibration failed ({first_line(e)}); calibrated with entropy"
                 )
                 warnings.warn(report.fallback, stacklevel=4)
@@ -176,9 +177,7 @@ def _check_options(images, method, keep_float, min_agreement) -> tuple[str, ...]
         raise ValueError(f"images must be a positive integer, got {images!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if isinstance(keep_float, str):
-        keep_float = [k for k in keep_float.split(",") if k] if keep_float != "none" else []
-    keep = tuple(keep_float)
+    keep = op_groups(keep_float)
     for k in keep:
         if k not in KEEP_FLOAT:
             raise ValueError(f"keep_float entries must be among {', '.join(KEEP_FLOAT)}, got {k!r}")

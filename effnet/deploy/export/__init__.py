@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from effnet.api import resolve_model
-from effnet.deploy.export.common import TOLERANCE, ExportResult, compare, eval_mode, input_spec
+from effnet.deploy.export.common import (
+    TOLERANCE,
+    ExportResult,
+    compare,
+    eval_mode,
+    input_spec,
+    op_groups,
+)
 from effnet.deploy.export.edge import DEFAULT_IMAGES, DEFAULT_KEEP_FLOAT, EdgeOptions
 from effnet.deploy.export.executorch import export_executorch
 from effnet.deploy.export.onnx import (
@@ -76,7 +83,7 @@ def export(
     for the edge formats also INT8 agreement and logit difference on the calibration images)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    keep = keep_float if isinstance(keep_float, str) else tuple(keep_float)  # check() refuses a str
+    keep = op_groups(keep_float)
     edge = EdgeOptions(int8, calibrate, images, min_agreement, bias_correction, keep)
     if format not in EDGE_FORMATS and edge != EdgeOptions():
         raise ValueError(f"int8 / calibrate / images / min_agreement / bias_correction / "
@@ -154,7 +161,8 @@ def export_model(
             the fp32 file on those images. ``bias_correction`` (INT8): move each layer's
             output mean back to the float model's on the first 32 calibration images
             (``effnet.deploy.export.int8``). ``keep_float`` (INT8): layer groups left in
-            float, from ``stem`` (the first conv) and ``head`` (the classifier); default both.
+            float, from ``stem`` (the first conv) and ``head`` (the classifier), as a sequence
+            or a comma-separated string (``"none"``: none); default both.
     """
     return export(
         model_or_path,

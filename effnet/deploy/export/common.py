@@ -7,7 +7,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,3 +200,11 @@ def load_archive(path: str | os.PathLike, kind: str, extra_file: str, loader) ->
 
 def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def op_groups(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``keep_float`` as a tuple: a sequence of group names, a comma-separated string of them,
+    or ``"none"`` (the CLI's spelling) for no group."""
+    if isinstance(value, str):
+        return () if value == "none" else tuple(k for k in value.split(",") if k)
+    return tuple(value)
