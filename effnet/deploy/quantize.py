@@ -6,8 +6,8 @@ verified ONNX export, feeds calibration images through the model's own preproces
 entropy or min-max histograms), quantizes weights per output channel and activations per tensor,
 and keeps the ops named in ``keep_float`` in float (by default the squeeze-excite pooling and
 gate, whose wide activation ranges are what wrecks naive INT8 EfficientNets, and the stem conv,
-whose weight rounding costs the most agreement of any single layer). Before the file takes its name
-it must contain QuantizeLinear/DequantizeLinear nodes and agree with the fp32 graph on the
+whose weight rounding cost Lite0 the most agreement of any single layer). Before the file takes
+its name it must contain QuantizeLinear/DequantizeLinear nodes and agree with the fp32 graph on the
 calibration images (top-1 agreement and largest logit difference are reported). See
 docs/deploy.md for the measured accuracy and speed.
 """
@@ -52,8 +52,9 @@ from effnet.weights.serialize import atomic_write
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax", "nncf": None}
 # Op groups that may stay in float; see float_nodes().
 KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head", "stem")
-# The stem: measured on the real Lite0 weights, 20 of 22 real photos agree with fp32 with it
-# float, 17 without, at the same speed (docs/deploy.md); a float head only costs speed here.
+# The stem: on the real Lite0 weights 20 of 22 real photos agree with fp32 with it float, 16
+# without, at the same speed; on Lite1 and Lite2 it is worse on the photos (docs/deploy.md:
+# across the three, noise). A float head only costs speed here.
 DEFAULT_KEEP_FLOAT = ("se_pool", "se_gate", "stem")
 DEFAULT_METHOD = "percentile"  # 20/22 photos and 95.5% of unseen crops; entropy 19/22, 93.8%
 DEFAULT_IMAGES = 128
