@@ -388,7 +388,10 @@ def test_real_lite0_int8_agrees_with_eager_on_the_photos(fmt, lite0):
     assert clear.sum() >= 12 and (got[clear] == probs.argmax(1).numpy()[clear]).all()
     # measured: 90.9% (20/22) in both runtimes with the stem and classifier float (the
     # default), 81.8% with them quantized, 52.6-57.9% before ReLU6 fusion and bias correction;
-    # the misses are fp32 near-ties (docs/deploy.md)
+    # the misses are fp32 near-ties (docs/deploy.md). This sits on the line: at 1 torch thread
+    # instead of the suite's 2 the calibration's fp32 sums round differently and a third photo
+    # (fp32 top-2 logits 0.08 apart) flips, 19/22; ORT's file is the same at either count
+    assert torch.get_num_threads() == 2
     assert len(r.float_layers) == 2
     assert r.agreement >= 0.9, r
 

@@ -111,6 +111,11 @@ def test_rounds_alternate_candidate_order():
 
 def test_run_benchmark_without_memory_pass_is_quick_and_complete():
     pytest.importorskip("torchvision")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
     res = run_benchmark(
         "efficientnet_lite0",
         image_size=32,
@@ -126,6 +131,10 @@ def test_run_benchmark_without_memory_pass_is_quick_and_complete():
     assert res["skipped"] == ["torchvision: has no efficientnet_lite0"]
     assert res["results"]["effnet"]["train_img_s"]["n"] == 1
     assert "train_peak_mib" not in res["results"]["effnet"]
+    # it set one thread and seeded for itself; the caller's threads and generator are untouched
+    threads = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert threads == 2 and torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.slow

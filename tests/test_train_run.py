@@ -76,7 +76,15 @@ def metrics(run_dir):
 
 def test_default_run_smoke(tmp_path):
     """The default config (digits) at a tiny budget writes a complete run folder."""
-    s = effnet.train(**{**TINY, "out": str(tmp_path / "run"), "ema_decay": 0.9})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        s = effnet.train(**{**TINY, "out": str(tmp_path / "run"), "ema_decay": 0.9})
+        # threads=1 was for the run: the caller's count is back (a leaked count changed the
+        # rounding of a later INT8 export in the same process)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     run = tmp_path / "run"
     for name in (
         "config.yaml",

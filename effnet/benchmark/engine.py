@@ -42,6 +42,7 @@ from effnet.deploy.export.tflite import load_tflite
 from effnet.deploy.optimize import optimize_for_inference
 from effnet.deploy.quantize import quantize_onnx
 from effnet.env import missing_message, require
+from effnet.env.device import kept_process_state
 from effnet.fast import accelerate
 from effnet.registry import canonical_name
 
@@ -640,6 +641,7 @@ def _interleaved(
             run(c, True)
 
 
+@kept_process_state(rng=True)  # it sets threads and seeds for itself, not for the caller
 def run_benchmark(
     name: str,
     *,

@@ -1,6 +1,10 @@
-"""``check_device``: the one device validator of effnet's commands (spelling and availability)."""
+"""``check_device``: the one device validator of effnet's commands (spelling and availability);
+``kept_process_state``: what an API call may change in torch's process-wide state, put back."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -33,3 +37,21 @@ def check_device(device: object, *, auto: bool = False, label: str = "device") -
     if why is not None:
         raise ValueError(f"{label} {name}: {why}; use {label} cpu")
     return name
+
+
+@contextlib.contextmanager
+def kept_process_state(*, rng: bool = False) -> Iterator[None]:
+    """Put torch's intra-op thread count back on exit (and, with ``rng``, the CPU random
+    generator's state), so that a Python API call that sets threads or seeds for its own work
+    leaves the caller's process as it found it. A thread count left behind changes the caller's
+    speed and, through the order of fp32 sums, its numbers: an INT8 export calibrated after
+    ``train(threads=1)`` rounded differently from one calibrated in a fresh process."""
+    threads = torch.get_num_threads()
+    state = torch.random.get_rng_state() if rng else None
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        if state is not None:
+            torch.random.set_rng_state(state)

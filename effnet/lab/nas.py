@@ -31,6 +31,7 @@ from effnet.analysis.info import model_info
 from effnet.api import create_model
 from effnet.benchmark.engine import _sgd_step, steady_allocator
 from effnet.env import require
+from effnet.env.device import kept_process_state
 from effnet.lab import nas_space
 from effnet.lab.experiment import (
     Base,
@@ -51,6 +52,7 @@ BEST_SPEC = "best_spec.json"
 COLUMNS = ("trial", "genotype", "acc", "step_time", "params", "macs", "image_size", "reward")
 
 
+@kept_process_state(rng=True)
 def step_time(
     variant: Variant,
     classes: int,

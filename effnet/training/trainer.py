@@ -19,6 +19,7 @@ from torch import nn
 
 from effnet.data.datasets import DataSplit, describe, load_data
 from effnet.data.loaders import steps_per_epoch, train_loader
+from effnet.env.device import kept_process_state
 from effnet.fast import accelerate
 from effnet.training import builders as B
 from effnet.training import distributed as D
@@ -92,6 +93,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None) -> tuple[TrainConfig, P
     return cfg, run_dir, None
 
 
+@kept_process_state()  # cfg.threads is for this run; the caller gets its own count back
 def run(
     cfg: TrainConfig | None,
     resume: str | Path | None = None,
