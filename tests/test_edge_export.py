@@ -120,6 +120,20 @@ def test_fp32_file_runs_in_its_runtime_within_the_bound(fmt, tiny, exported):
         assert r.max_batch is not None and 1 <= r.max_batch <= 32
 
 
+@pytest.mark.skipif(not HAVE["executorch"], reason="executorch extra not installed")
+def test_an_export_leaves_the_model_and_the_callers_generator_alone(tiny, tmp_path):
+    # ExecuTorch's lowering of a model handed over in train mode drew from torch's global
+    # generator, so a seeded training loop around an export stopped being reproducible
+    model = effnet.load_model(tiny[0]).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    E.export(model, "executorch", tmp_path / "a.pte")
+    assert torch.equal(torch.rand(3), want) and model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_int8_file_is_quantized_and_its_agreement_measured(fmt, tiny, exported):
     r, fp32 = exported(fmt, "int8"), exported(fmt, "fp32")

@@ -40,6 +40,7 @@ from effnet.deploy.export.pt2 import export_pt2
 from effnet.deploy.export.tflite import export_tflite
 from effnet.deploy.export.torchscript import export_torchscript
 from effnet.deploy.export.upstream import export_upstream
+from effnet.env.device import kept_process_state
 from effnet.weights.serialize import load_model, save_model
 
 FORMATS = (
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 
+@kept_process_state(rng=True)  # the ExecuTorch/LiteRT toolchains draw from torch's generator
 def export(
     model_or_path: Any,
     format: str,
