@@ -22,7 +22,7 @@ from effnet.cli import main
 from effnet.cli.parsers import export as parser_export
 from effnet.data.transforms import eval_transform
 from effnet.deploy import export as E
-from effnet.deploy.calibration import calibration_arrays
+from effnet.deploy.calibration import agreement_figures, calibration_arrays
 from effnet.deploy.export import edge, executorch, int8, tflite
 from effnet.env import MissingDependency
 
@@ -147,6 +147,7 @@ def test_int8_file_is_quantized_and_its_agreement_measured(fmt, tiny, exported):
     got = LOADERS[fmt](r.path)(x)
     agreement = float((got.argmax(1) == want.argmax(1)).float().mean())
     assert agreement == pytest.approx(r.agreement)
+    assert (r.decided_agreement, r.decided_images) == agreement_figures(want, got)[1:]
     assert 0 < r.max_logit_diff == pytest.approx(float((got - want).abs().max()), rel=1e-3)
     # a random model's logits are near-ties, so its agreement is noise: the real Lite0 weights
     # (slow tests below) carry the agreement threshold
@@ -400,6 +401,7 @@ def test_real_lite0_int8_agrees_with_eager_on_the_photos(fmt, lite0):
     clear = (top2[:, 0] - top2[:, 1] >= 0.05).numpy()
     got = LOADERS[fmt](out)(torch.from_numpy(x)).argmax(1).numpy()
     assert clear.sum() >= 12 and (got[clear] == probs.argmax(1).numpy()[clear]).all()
+    assert r.decided_images == clear.sum() and r.decided_agreement == 1.0  # the report says so
     # measured: 90.9% (20/22) in both runtimes with the stem and classifier float (the
     # default), 81.8% with them quantized, 52.6-57.9% before ReLU6 fusion and bias correction;
     # the misses are fp32 near-ties (docs/deploy.md). This sits on the line: at 1 torch thread

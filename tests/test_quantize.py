@@ -21,6 +21,7 @@ from effnet.cli.parsers import quantize as parser_quantize
 from effnet.data.datasets import load_data
 from effnet.data.transforms import eval_transform
 from effnet.deploy import quantize as Q
+from effnet.deploy.calibration import DECIDED_GAP, agreement_figures, agreement_text
 from effnet.deploy.export.onnx import METADATA_KEY, OnnxClassifier
 from effnet.env import MissingDependency
 
@@ -64,6 +65,21 @@ def test_parser_constants_agree_with_the_library():
     assert parser_quantize.DEFAULT_METHOD == Q.DEFAULT_METHOD
 
 
+def test_agreement_is_split_into_decided_images_and_near_ties():
+    # image 0: fp32 sure of class 0; 1: a near-tie of 0 and 1; 2: sure of 2; 3: just past the gap
+    gap = DECIDED_GAP + 0.01
+    want = torch.log(torch.tensor([
+        [0.90, 0.05, 0.05], [0.40, 0.39, 0.21], [0.10, 0.10, 0.80], [0.47, 0.47 - gap, 0.06 + gap],
+    ]))  # fmt: skip
+    got = torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [3.0, 0, 0], [3.0, 0, 0]])
+    overall, decided, n = agreement_figures(want, got.numpy())
+    assert overall == 0.5 and n == 3 and decided == pytest.approx(2 / 3)  # the miss on 2 counts
+    assert agreement_figures(want[1:2], got[1:2]) == (0.0, None, 0)  # only a near-tie: no figure
+    assert agreement_figures(want[:1, :1], got[:1, :1]) == (1.0, 1.0, 1)  # one class
+    assert agreement_text(0.5, 2 / 3, 3) == "50.0% (66.7% on the 3 where fp32 is not a near-tie)"
+    assert "near-tie on every image" in agreement_text(0.0, None, 0)
+
+
 def test_quantize_writes_a_qdq_graph_that_agrees_with_fp32(tiny, tmp_path):
     model, cal = tiny
     out = tmp_path / "int8.onnx"
@@ -75,6 +91,7 @@ def test_quantize_writes_a_qdq_graph_that_agrees_with_fp32(tiny, tmp_path):
     # 10 of the 12 readable images; the broken JPEG is counted, the text file is not an image
     assert r.calibration_images == 10 and r.skipped_images == 0
     assert 0.0 <= r.agreement <= 1.0 and r.max_logit_diff < 1.0
+    assert 0 <= r.decided_images <= 10 and r.to_dict()["decided_images"] == r.decided_images
     assert r.int8_bytes < r.fp32_bytes
     assert r.float_nodes > 0  # the SE pool, sigmoid and multiply of every block
     assert Q.is_quantized(out)
@@ -343,6 +360,7 @@ def test_cli_text_report(tiny, tmp_path, capsys):
     assert code == 0, err
     assert "minmax calibration on 4 images, per-tensor weights, float: none" in text
     assert "top-1 agreement" in text and "quantize/dequantize nodes" in text
+    assert "where fp32 is not a near-tie)" in text or "near-tie on every image" in text
     assert "bias correction: " in text and "layers, on 4 images" in text
     code, text, err = run_cli(capsys, "quantize", model, "--calibrate", cal, "--images", "4",
                               "--no-bias-correction", "-o", out)  # fmt: skip
@@ -440,6 +458,7 @@ def test_real_lite0_int8_against_fp32_and_naive_minmax(lite0_photos):
     got = Q._logits(root / "l0.onnx", x).argmax(1)
     assert clear.sum() >= 12
     assert (got[clear] == top1[clear]).all()
+    assert r.decided_images == clear.sum() and r.decided_agreement == 1.0  # the report says so
 
 
 @pytest.mark.slow

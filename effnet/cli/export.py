@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from effnet.api import choose_pretrained, random_weights_note
+from effnet.deploy.calibration import agreement_text
 from effnet.deploy.export import TOLERANCE, export
 from effnet.deploy.export.executorch import MAX_BATCH
 
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
         print(
             f"checked with {runtime} on {result.calibration_images} calibration images"
-            f"{skipped}: top-1 agreement with PyTorch {result.agreement:.1%}, max logit diff "
+            f"{skipped}: top-1 agreement with PyTorch "
+            f"{agreement_text(result.agreement, result.decided_agreement, result.decided_images)}"
+            ", max logit diff "
             f"{result.max_logit_diff:.3g}"
         )
     if result.max_abs_diff:

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from effnet.api import choose_pretrained, random_weights_note
+from effnet.deploy.calibration import agreement_text
 from effnet.deploy.onnx_bias import BIAS_IMAGES
 from effnet.deploy.quantize import quantize_onnx
 
@@ -58,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"skipped {r.skipped_images} unreadable calibration image(s)")
     print(
         f"checked against fp32 on the calibration images: top-1 agreement "
-        f"{100 * r.agreement:.1f}%, max logit diff {r.max_logit_diff:.3g}; "
+        f"{agreement_text(r.agreement, r.decided_agreement, r.decided_images)}, max logit diff "
+        f"{r.max_logit_diff:.3g}; "
         f"{r.qdq_nodes} quantize/dequantize nodes"
     )
     if r.eval:

@@ -13,6 +13,35 @@ from effnet.data.datasets import load_data
 from effnet.data.images import UnreadableImageError, is_image_file, open_rgb
 from effnet.data.transforms import eval_transform
 
+# fp32's top-2 softmax probabilities at least this far apart: the image is not a near-tie, and an
+# INT8 file that keeps fp32's accuracy must give it the same top-1 (docs/deploy.md)
+DECIDED_GAP = 0.05
+
+
+def agreement_figures(want, got) -> tuple[float, float | None, int]:
+    """Top-1 agreement of logits ``got`` with reference logits ``want`` (arrays or tensors,
+    N x classes): over all images, over the images where the reference is decided (top-2
+    probabilities at least DECIDED_GAP apart; None if there are none), and how many those are.
+    A miss on a near-tie is a coin flip of rounding; a miss on a decided image is an error."""
+    w = torch.as_tensor(np.asarray(want), dtype=torch.float32)
+    g = torch.as_tensor(np.asarray(got), dtype=torch.float32)
+    same = w.argmax(1) == g.argmax(1)
+    if w.shape[1] > 1:
+        top2 = w.softmax(1).topk(2, dim=1).values
+        decided = top2[:, 0] - top2[:, 1] >= DECIDED_GAP
+    else:
+        decided = torch.ones_like(same)
+    n = int(decided.sum())
+    on_decided = float(same[decided].float().mean()) if n else None
+    return float(same.float().mean()), on_decided, n
+
+
+def agreement_text(agreement: float, on_decided: float | None, decided: int) -> str:
+    """How a banner says it: "90.9% (100.0% on the 19 images where fp32 is not a near-tie)"."""
+    tail = (f" ({on_decided:.1%} on the {decided} where fp32 is not a near-tie)"
+            if on_decided is not None else " (fp32 is a near-tie on every image)")  # fmt: skip
+    return f"{agreement:.1%}{tail}"
+
 
 def preprocessing(model, size: int):
     """The model's own eval transform at ``size``; a one-line error for a module without a

@@ -33,7 +33,7 @@ from torch import nn
 
 from effnet.api import resolve_model
 from effnet.data.datasets import load_data
-from effnet.deploy.calibration import calibration_arrays, preprocessing
+from effnet.deploy.calibration import agreement_figures, calibration_arrays, preprocessing
 from effnet.deploy.export.common import first_line, input_spec, op_groups
 from effnet.deploy.export.onnx import (
     METADATA_KEY,
@@ -78,6 +78,9 @@ class QuantizeReport:
     float_nodes: int = 0  # nodes left in float by keep_float
     qdq_nodes: int = 0  # QuantizeLinear + DequantizeLinear nodes in the written graph
     agreement: float = 0.0  # top-1 agreement with fp32 on the calibration images, in [0, 1]
+    # ... on those where fp32's top-2 probabilities are >= 0.05 apart (None: none), how many
+    decided_agreement: float | None = None
+    decided_images: int = 0
     max_logit_diff: float = 0.0
     fp32_bytes: int = 0
     int8_bytes: int = 0
@@ -463,7 +466,9 @@ def _verify(fp32: Path, path: str, calib, report: QuantizeReport, min_agreement:
             "the file was not written"
         )
     want, got = _logits(fp32, calib), _logits(path, calib)
-    report.agreement = float((want.argmax(1) == got.argmax(1)).mean())
+    report.agreement, report.decided_agreement, report.decided_images = agreement_figures(
+        want, got
+    )
     report.max_logit_diff = float(np.abs(want - got).max())
     if report.agreement < min_agreement:
         raise ValueError(

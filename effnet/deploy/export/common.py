@@ -38,6 +38,9 @@ class ExportResult:
     calibration_images: int = 0
     skipped_images: int = 0
     agreement: float | None = None  # top-1 agreement with PyTorch on those images
+    # ... on those of them where PyTorch's top-2 probabilities are >= 0.05 apart, and how many
+    decided_agreement: float | None = None
+    decided_images: int = 0
     max_logit_diff: float | None = None  # their largest logit difference
     max_batch: int | None = None  # ExecuTorch: the largest batch the file takes in one call
     bias_images: int = 0  # INT8: calibration images its biases were corrected on (0: not)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.deploy.calibration import calibration_arrays, preprocessing
+from effnet.deploy.calibration import agreement_figures, calibration_arrays, preprocessing
 from effnet.deploy.export.common import TOLERANCE, ExportResult
 from effnet.deploy.export.int8 import BIAS_IMAGES, FLOAT_GROUPS
 
@@ -108,7 +108,7 @@ def check_on_images(
     if g.shape != w.shape:
         raise ValueError(f"the exported file gives logits of shape {tuple(g.shape)}, "
                          f"PyTorch {tuple(w.shape)}")  # fmt: skip
-    result.agreement = float((w.argmax(1) == g.argmax(1)).float().mean())
+    result.agreement, result.decided_agreement, result.decided_images = agreement_figures(w, g)
     result.max_logit_diff = float((w - g).abs().max())
     limit = TOLERANCE * max(1.0, float(w.abs().max()))
     if not result.int8 and not result.max_logit_diff < limit:
