@@ -37,7 +37,7 @@ def agreement_figures(want, got) -> tuple[float, float | None, int]:
 
 
 def agreement_text(agreement: float, on_decided: float | None, decided: int) -> str:
-    """How a banner says it: "90.9% (100.0% on the 19 images where fp32 is not a near-tie)"."""
+    """How a banner says it: "90.9% (100.0% on the 13 where fp32 is not a near-tie)"."""
     tail = (f" ({on_decided:.1%} on the {decided} where fp32 is not a near-tie)"
             if on_decided is not None else " (fp32 is a near-tie on every image)")  # fmt: skip
     return f"{agreement:.1%}{tail}"

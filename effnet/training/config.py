@@ -92,7 +92,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     activation_recompute: bool = False  # rebuild SiLU(BN(x)) in backward: less memory, slower
     compile: bool = False
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads for the run (put back after); 0 = torch's default
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0 = epoch ends only)
     progress: str = "auto"  # auto (bar on a terminal), bar, log, none
