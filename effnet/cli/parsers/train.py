@@ -94,7 +94,12 @@ TRAIN_FIELDS: tuple[tuple[str, str, str, str | None], ...] = (
         "rebuild SiLU(BN(x)) in backward: less memory, slower",
     ),
     ("compile", "switch", "machinery", None),
-    ("threads", "int", "machinery", "torch intra-op threads; 0 = torch's default"),
+    (
+        "threads",
+        "int",
+        "machinery",
+        "torch intra-op threads for the run (put back after); 0 = torch's default",
+    ),
     ("out", "str", "machinery", "run folder; default runs/<model>-<data>-<time>"),
     (
         "checkpoint_every",
