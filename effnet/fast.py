@@ -19,12 +19,14 @@ turns them off), the call is ordinary eager code (not a trace, script, export, c
 torch.func transform), the child modules are exactly the types the kernel assumes, and no hook
 watches a module the kernel would skip. Otherwise it runs the plain modules, so a child swapped
 after ``accelerate`` (SyncBatchNorm, FrozenBatchNorm2d, GroupNorm, another activation) runs.
+``torch.jit.script`` compiles a plain twin that shares the parameters (``plain_twin``).
 State dict keys, parameters and modules are unchanged; ``accelerate(model, enable=False)``
 restores the plain classes.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import torch
@@ -94,10 +96,37 @@ def _depthwise_fp32(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return conv(x.float())
 
 
-class FastConvBNAct(ConvBNAct):
-    """``ConvBNAct`` with BN folded into the conv in eval and BN+SiLU fused in training."""
+def plain_twin(module: nn.Module) -> nn.Module:
+    """A copy of ``module``'s tree in which every module is a new object of its plain class
+    (effnet's fast classes become the ones ``create_model`` builds), sharing every parameter
+    and buffer tensor with ``module``; ``module`` itself is left as it is."""
+    memo: dict[int, nn.Module] = {}
 
+    def twin(m: nn.Module) -> nn.Module:
+        if id(m) not in memo:
+            t = object.__new__(PLAIN_CLASSES.get(type(m), type(m)))
+            t.__dict__.update(
+                {k: copy.copy(v) if isinstance(v, dict | set) else v for k, v in vars(m).items()}
+            )
+            memo[id(m)] = t
+            t._modules = {k: None if c is None else twin(c) for k, c in m._modules.items()}
+        return memo[id(m)]
+
+    return twin(module)
+
+
+class _Fast:
     fast = True
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # TorchScript cannot compile the fast forwards (they ask Python about types, hooks and
+        # autograd): ``torch.jit.script`` compiles a plain twin that shares the parameters, and
+        # this model keeps its fast paths.
+        return plain_twin(self)
+
+
+class FastConvBNAct(_Fast, ConvBNAct):
+    """``ConvBNAct`` with BN folded into the conv in eval and BN+SiLU fused in training."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn, act = self.conv, self.bn, self.act
@@ -122,11 +151,9 @@ class FastConvBNAct(ConvBNAct):
         return _activate(act, conv._conv_forward(x, weight, bias))
 
 
-class FastSqueezeExcite(SqueezeExcite):
+class FastSqueezeExcite(_Fast, SqueezeExcite):
     """``SqueezeExcite`` whose channel scale keeps one buffer in backward, not two, and in
     inference scales in place the one input its block has marked as nobody else's."""
-
-    fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.gate(x)
@@ -187,11 +214,9 @@ def _excite(block: nn.Module, producer: nn.Module, h: torch.Tensor) -> torch.Ten
         setattr(_FRESH, mark, None)
 
 
-class _FastResidual:
+class _FastResidual(_Fast):
     """The residual add of MBConv / Fused-MBConv with drop path fused in (training) or done in
     place on the branch output (inference, when no hook can see that output)."""
-
-    fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(x)
@@ -218,9 +243,7 @@ class FastFusedMBConv(_FastResidual, FusedMBConv):
         return self.project(_excite(self, self.conv, self.conv(x)))
 
 
-class _FastNet:
-    fast = True
-
+class _FastNet(_Fast):
     def _run_channels_last(self) -> bool:
         # torch.func transforms cannot change memory formats: NCHW there.
         return self.channels_last and fast_ops()

@@ -107,6 +107,7 @@ ACCEL_CASES = cases(ACCELERATED, {s.id for s in ACCELERATED})
 CORE = ALL + NATIVE_CASES  # every model, small and (slow) native
 CORE_EVERY = cases(TINY, EVERYTHING) + NATIVE_CASES
 CORE_ACCEL = CORE + ACCEL_CASES
+HEAVY_ACCEL = ALL_HEAVY + ACCEL_CASES  # the accelerated models pass the same checks
 
 
 def run(model: nn.Module, x: torch.Tensor, mode: str, fn=None, seed: int = 3):
@@ -377,7 +378,7 @@ def test_create_feature_extractor(subject):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("subject", ALL_HEAVY)
+@pytest.mark.parametrize("subject", HEAVY_ACCEL)
 def test_jit_script(subject):
     model = subject.build().eval()
     scripted = torch.jit.script(model)
@@ -388,7 +389,7 @@ def test_jit_script(subject):
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-@pytest.mark.parametrize("subject", ALL_HEAVY)
+@pytest.mark.parametrize("subject", HEAVY_ACCEL)
 def test_jit_trace(subject):
     """A trace replays the model on a new input (nothing of the example input is baked in)."""
     model = subject.build().eval()
@@ -401,7 +402,7 @@ def test_jit_trace(subject):
 # ------------------------------------------------------------------- 5. torch.export / compile
 
 
-@pytest.mark.parametrize("subject", ALL_HEAVY)
+@pytest.mark.parametrize("subject", HEAVY_ACCEL)
 def test_torch_export(subject):
     model = subject.build().eval()
     program = torch.export.export(model, (images(2),))
@@ -456,7 +457,7 @@ def test_compile_inductor(subject):
 # -------------------------------------------------------------------------------- 6. torch.func
 
 
-@pytest.mark.parametrize("subject", ALL_HEAVY)
+@pytest.mark.parametrize("subject", HEAVY_ACCEL)
 def test_per_sample_gradients(subject):
     """vmap(grad(functional_call)) in eval mode equals a loop of per-sample backward passes."""
     model = subject.build().eval()
@@ -503,7 +504,7 @@ def piecewise_linear(model: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("subject", ALL_HEAVY)
+@pytest.mark.parametrize("subject", HEAVY_ACCEL)
 def test_double_backward(subject, mode):
     """Gradient penalty: d/dtheta ||dL/dx||^2 by double backward (create_graph=True) is finite,
     nonzero and matches a central finite difference along a random direction (float64)."""
@@ -540,7 +541,7 @@ def test_double_backward(subject, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("subject", ALL_HEAVY)
+@pytest.mark.parametrize("subject", HEAVY_ACCEL)
 def test_forward_mode_ad(subject, mode):
     """JVPs w.r.t. the input (torch.func.jvp and autograd.forward_ad dual tensors) and w.r.t. the
     parameters (torch.func.jvp) match central finite differences (float64). In training the BN
@@ -896,3 +897,24 @@ def test_accelerated_matches_plain(name):
             assert_close(state_f[k], v, what=f"state after a train step: {k}")
     assert_close(run(fast, x, "eval"), run(plain, x, "eval"), what="eval output, no_grad")
     assert_close(fast(x), plain(x), what="eval output, grad enabled")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_scripting_an_accelerated_model_leaves_it_accelerated_and_shares_its_parameters():
+    """``torch.jit.script`` compiles a plain twin (TorchScript cannot compile the fast forwards):
+    the model keeps its fast classes and its own child modules, and the script reads the
+    model's parameters, so an edit to one is seen by the other."""
+    from effnet.fast import is_accelerated
+
+    model = ACCELERATED[0].build().eval()
+    children = list(model.modules())
+    classes = [type(m) for m in children]
+    scripted = torch.jit.script(model)
+    assert [type(m) for m in model.modules()] == classes
+    assert all(a is b for a, b in zip(model.modules(), children, strict=True))
+    assert is_accelerated(model)
+    x = images(2)
+    assert_close(run(scripted, x, "eval"), run(model, x, "eval"), what="scripted")
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    assert_close(run(scripted, x, "eval"), run(model, x, "eval"), what="after an edit")
