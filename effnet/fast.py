@@ -260,7 +260,6 @@ class FastEfficientNet(_FastNet, EfficientNet):
 
 
 class FastEfficientNetFeatures(_FastNet, EfficientNetFeatures):
-
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.activation_recompute and self.training and torch.is_grad_enabled():
             with recompute_activations():
