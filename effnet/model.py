@@ -566,6 +566,9 @@ class EfficientNetFeatures(nn.Module):
     Indices 0..4 are the stage outputs at strides 2, 4, 8, 16, 32; index 5 (or -1) is the head conv.
     """
 
+    # TorchScript compiles the forward path only (``pretrained_cfg`` mixes value types).
+    __jit_unused_properties__: ClassVar[list[str]] = ["default_cfg"]
+
     def __init__(self, model: EfficientNet, out_indices: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
         super().__init__()
         n = len(model.feature_info)

@@ -918,3 +918,21 @@ def test_scripting_an_accelerated_model_leaves_it_accelerated_and_shares_its_par
     with torch.no_grad():
         model.classifier.bias.add_(1.0)
     assert_close(run(scripted, x, "eval"), run(model, x, "eval"), what="after an edit")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("accelerated", [False, True], ids=["plain", "accelerated"])
+def test_jit_script_features_only(accelerated):
+    """A features_only backbone scripts too (its ``default_cfg`` stays Python-side) and its
+    script returns the same feature maps."""
+    model = effnet.create_model("efficientnet_b0", features_only=True, out_indices=(1, 3, 5))
+    if accelerated:
+        ACCELERATE(model)
+    model.eval()
+    scripted = torch.jit.script(model)
+    x = images(2, 64)
+    with torch.no_grad():
+        want, got = model(x), scripted(x)
+    assert len(got) == len(want) == 3
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert_close(g, w, what=f"feature map {i}")
