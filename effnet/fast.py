@@ -254,13 +254,14 @@ class _FastNet(_Fast):
 # batch, when the prefix's largest map for the whole batch would reach glibc's largest mmap
 # threshold (32 MiB): such a map is a fresh mmap on every call, its pages fault on first touch,
 # and slices of at most _CHUNK_BYTES come from the heap and stay near the cache. On the AMD EPYC
-# we measured (2 MiB L2 per core, 32 MiB L3), B0 at 224 px, batch 16, ran 1.28x as fast in a
-# fresh process and 1.10x after training steps, Lite0 1.31x and 1.24x
-# (benchmarks/prefix_chunks.py); the values are the unchunked ones.
+# we measured (2 MiB L2 per core, 32 MiB L3), B0 at 224 px, batch 16, ran 1.23x as fast in a
+# fresh process and 1.13x after training steps, Lite0 1.42x and 1.25x
+# (benchmarks/results/prefix_chunks*.md); the values are the unchunked ones.
 _PREFIX_STRIDE = 4
 _CHUNK_BYTES = 20 * 2**20
 _MMAP_BYTES = 32 * 2**20
-# The modules that compute each sample on its own when not training (BN on running stats).
+# The modules that compute each sample on its own (BN on running statistics, BN and drop path
+# not training; the others behave the same in either mode).
 _PER_SAMPLE = (
     FastConvBNAct,
     FastMBConv,
@@ -276,11 +277,11 @@ _OWN_METHODS = ("forward", "branch", "gate", "_conv_forward")
 
 
 def _per_sample(m: nn.Module) -> bool:
-    if type(m) not in _PER_SAMPLE or m.training or any(k in vars(m) for k in _OWN_METHODS):
+    if type(m) not in _PER_SAMPLE or any(k in vars(m) for k in _OWN_METHODS):
         return False
     if type(m) is nn.BatchNorm2d:
-        return m.track_running_stats and m.running_var is not None
-    return True
+        return not m.training and m.track_running_stats and m.running_var is not None
+    return type(m) is not DropPath or not m.training
 
 
 def _prefix_split(net: nn.Module, x: torch.Tensor) -> tuple[int, int] | None:

@@ -108,8 +108,21 @@ def test_chunks_only_in_cpu_inference_without_gradients(small_chunks):
         model.stages[1][0].dw.bn.train()  # one BN back on batch statistics
         assert _prefix_split(model, x) is None
         model.stages[1][0].dw.bn.eval()
-        model.stages[0][0].se.train()  # a module with no batch dependence in training
-        assert _prefix_split(model, x) is None  # steps aside all the same (not eval)
+        model.stages[1][1].drop_path.train()  # drop path draws per sample in training
+        assert _prefix_split(model, x) is None
+        model.stages[1][1].drop_path.eval()
+        model.stages[0][0].se.train()  # the same computation in either mode
+        assert _prefix_split(model, x) is not None
+
+
+def test_optimize_for_inference_copies_chunk_too():
+    """The folded copy (BN replaced by Identity) chunks at real sizes and keeps the values."""
+    model = effnet.create_model("efficientnet_b0").eval()
+    folded = effnet.optimize_for_inference(model)
+    x = torch.randn(8, 3, 224, 224)
+    with torch.no_grad():
+        assert _prefix_split(folded, x) == (2, 2)
+        assert _err(folded(x), model(x)) < TOL
 
 
 def test_a_prefix_bn_on_batch_statistics_sees_the_whole_batch(small_chunks):

@@ -32,7 +32,7 @@ def fold_batchnorm(model: nn.Module) -> int:
                     m.conv.bias = nn.Parameter(bias, requires_grad=False)
                 else:
                     m.conv.bias.copy_(bias)
-            m.bn = nn.Identity()
+            m.bn = nn.Identity().train(m.training)  # in the model's mode, like its siblings
             n += 1
     return n
 
