@@ -254,9 +254,9 @@ class _FastNet(_Fast):
 # batch, when the prefix's largest map for the whole batch would reach glibc's largest mmap
 # threshold (32 MiB): such a map is a fresh mmap on every call, its pages fault on first touch,
 # and slices of at most _CHUNK_BYTES come from the heap and stay near the cache. On the AMD EPYC
-# we measured (2 MiB L2 per core, 32 MiB L3), B0 at 224 px, batch 16, ran 1.23x as fast in a
-# fresh process and 1.13x after training steps, Lite0 1.42x and 1.25x
-# (benchmarks/results/prefix_chunks*.md); the values are the unchunked ones.
+# we measured (2 MiB L2 per core, 32 MiB L3), B0 at 224 px, batch 16, ran 1.23-1.25x as fast
+# in a fresh process and 1.03-1.13x after training steps, Lite0 1.26-1.42x and 1.24-1.25x
+# (two runs of benchmarks/prefix_chunks.py); the values are the unchunked ones.
 _PREFIX_STRIDE = 4
 _CHUNK_BYTES = 20 * 2**20
 _MMAP_BYTES = 32 * 2**20
@@ -361,11 +361,41 @@ class FastEfficientNet(_FastNet, EfficientNet):
 
 
 class FastEfficientNetFeatures(_FastNet, EfficientNetFeatures):
+    """``EfficientNetFeatures`` with the same fast paths as ``FastEfficientNet``; a tapped
+    prefix stage's map is joined from its slices like the one the next stage reads."""
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.activation_recompute and self.training and torch.is_grad_enabled():
             with recompute_activations():
                 return super().forward(x)
         return super().forward(x)
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        split = _prefix_split(self, x)
+        if split is None:
+            return super()._forward(x)
+        stages, chunks = split
+        if self._run_channels_last():
+            x = x.contiguous(memory_format=torch.channels_last)
+        keep = {i for i in self._taps if i < stages} | {stages - 1}
+        parts: dict[int, list[torch.Tensor]] = {i: [] for i in keep}
+        for part in x.tensor_split(chunks):
+            h = self.stem(part)
+            for i in range(stages):
+                h = self.stages[i](h)
+                if i in keep:
+                    parts[i].append(h)
+        joined = {i: torch.cat(p) for i, p in parts.items()}
+        del parts
+        out = [joined[i] for i in range(stages) if i in self._taps]
+        h = joined[stages - 1]
+        for i in range(stages, len(self.stages)):
+            h = self.stages[i](h)
+            if i in self._taps:
+                out.append(h)
+        if self.head is not None:
+            out.append(self.head(h))
+        return out
 
 
 FAST_CLASSES: dict[type[nn.Module], type[nn.Module]] = {

@@ -204,3 +204,27 @@ def test_bf16_autocast_inference_chunks_and_agrees(small_chunks, monkeypatch):
         want = _unchunked(model, x, monkeypatch)
     assert got.dtype == want.dtype == torch.bfloat16
     assert _err(got.float(), want.float()) < 0.05
+
+
+@pytest.mark.parametrize("out_indices", [(0, 1, 2, 3, 4), (1,), (0, 5)])
+def test_features_only_backbone_slices_and_keeps_every_map(out_indices, small_chunks, monkeypatch):
+    feats = _calibrated("efficientnet_b0", features_only=True, out_indices=out_indices)
+    x = torch.randn(3, 3, SIZE + 3, SIZE)
+    with torch.no_grad():
+        assert _prefix_split(feats, x) is not None
+        got = feats(x)
+        with plain_ops():
+            want = feats(x)
+    assert 1 in _conv_batches(feats, x)
+    with monkeypatch.context() as m, torch.no_grad():
+        m.setattr(effnet.fast, "_PREFIX_STRIDE", 0)
+        unsliced = feats(x)
+    assert len(got) == len(want) == len(unsliced) == len(out_indices)
+    for g, w, u in zip(got, want, unsliced, strict=True):
+        assert g.shape == u.shape and g.stride() == u.stride()  # the input's layout
+        assert _err(g, w) < TOL and _err(g, u) < 2e-5
+    calls = []
+    feats.stages[0].register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    with torch.no_grad():
+        feats(x)
+    assert calls == [3]
