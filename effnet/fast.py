@@ -330,6 +330,23 @@ def _prefix_split(net: nn.Module, x: torch.Tensor) -> tuple[int, int] | None:
     return stages, chunks
 
 
+def _sliced_prefix(
+    net: nn.Module, x: torch.Tensor, stages: int, chunks: int, keep: set[int]
+) -> dict[int, torch.Tensor]:
+    """The stem and the first ``stages`` stages run on ``chunks`` slices of ``x``: the output
+    of each stage in ``keep``, joined from its slices."""
+    if net._run_channels_last():
+        x = x.contiguous(memory_format=torch.channels_last)
+    parts: dict[int, list[torch.Tensor]] = {i: [] for i in keep}
+    for part in x.tensor_split(chunks):
+        h = net.stem(part)
+        for i in range(stages):
+            h = net.stages[i](h)
+            if i in keep:
+                parts[i].append(h)
+    return {i: torch.cat(p) for i, p in parts.items()}
+
+
 class FastEfficientNet(_FastNet, EfficientNet):
     """``EfficientNet`` whose training forward records activation recompute when asked for,
     and whose CPU inference runs the high-resolution prefix a few images at a time."""
@@ -345,16 +362,7 @@ class FastEfficientNet(_FastNet, EfficientNet):
         if split is None:
             return super()._features(x)
         stages, chunks = split
-        if self._run_channels_last():
-            x = x.contiguous(memory_format=torch.channels_last)
-        parts = []
-        for part in x.tensor_split(chunks):
-            h = self.stem(part)
-            for i in range(stages):
-                h = self.stages[i](h)
-            parts.append(h)
-        h = torch.cat(parts)
-        del parts
+        h = _sliced_prefix(self, x, stages, chunks, {stages - 1})[stages - 1]
         for i in range(stages, len(self.stages)):
             h = self.stages[i](h)
         return self.head(h)
@@ -375,18 +383,8 @@ class FastEfficientNetFeatures(_FastNet, EfficientNetFeatures):
         if split is None:
             return super()._forward(x)
         stages, chunks = split
-        if self._run_channels_last():
-            x = x.contiguous(memory_format=torch.channels_last)
         keep = {i for i in self._taps if i < stages} | {stages - 1}
-        parts: dict[int, list[torch.Tensor]] = {i: [] for i in keep}
-        for part in x.tensor_split(chunks):
-            h = self.stem(part)
-            for i in range(stages):
-                h = self.stages[i](h)
-                if i in keep:
-                    parts[i].append(h)
-        joined = {i: torch.cat(p) for i, p in parts.items()}
-        del parts
+        joined = _sliced_prefix(self, x, stages, chunks, keep)
         out = [joined[i] for i in range(stages) if i in self._taps]
         h = joined[stages - 1]
         for i in range(stages, len(self.stages)):
