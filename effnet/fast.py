@@ -11,7 +11,8 @@ network) to subclasses whose ``forward`` computes the same values faster, on the
   fp32 (their bf16 backward is the slower one);
 - inference: BatchNorm folded into the conv weights on every call (nothing is cached, so the
   parameters are always the truth), activations, the SE channel scale and residual adds in
-  place where nobody else can see the intermediate;
+  place where nobody else can see the intermediate, and on CPU the high-resolution stages run
+  on slices of a large batch (``_prefix_split``) where each sample is computed on its own;
 - channels-last on CPU, with outputs returned in the input's memory format.
 
 Each fast ``forward`` first checks that it may run: the fast paths are on (``plain_ops()``
