@@ -10,6 +10,7 @@ import warnings
 from effnet.api import choose_pretrained, random_weights_note
 from effnet.deploy.calibration import agreement_text
 from effnet.deploy.onnx_bias import BIAS_IMAGES
+from effnet.deploy.onnx_rounding import ROUND_IMAGES
 from effnet.deploy.quantize import quantize_onnx
 
 
@@ -35,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
             pretrained=pretrained,
             weights_source=args.weights_source,
             bias_correction=args.bias_correction,
+            rounding=args.rounding,
         )
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
@@ -48,6 +50,14 @@ def main(args: argparse.Namespace) -> int:
         f"{r.fp32_bytes / 1e6:.1f} MB) in {r.seconds:.1f} s: {r.method} calibration on "
         f"{r.calibration_images} images, {weights} weights, float: {kept} ({r.float_nodes} nodes)"
     )
+    if r.rounding == "gptq":
+        n = min(r.calibration_images, ROUND_IMAGES)
+        print(
+            f"weights: gptq rounding of {r.rounded_layers} layers, on {n} images (layers with "
+            "too few input samples for it round to nearest)"
+        )
+    elif r.method != "nncf":
+        print("weights: nearest rounding")
     if r.method == "nncf":
         print("bias correction: NNCF's own")
     elif r.bias_layers:

@@ -43,6 +43,7 @@ from effnet.deploy.export.onnx import (
     require_onnx,
 )
 from effnet.deploy.onnx_bias import correct_biases
+from effnet.deploy.onnx_rounding import round_weights
 from effnet.env import MissingDependency, require
 from effnet.training.evaluation import _check_classes, split_options
 from effnet.weights.serialize import atomic_write
@@ -52,12 +53,15 @@ from effnet.weights.serialize import atomic_write
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax", "nncf": None}
 # Op groups that may stay in float; see float_nodes().
 KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head", "stem")
-# The stem: on the real Lite0 weights 20 of 22 real photos agree with fp32 with it float, 16
-# without, at the same speed; on Lite1 and Lite2 it is worse on the photos (docs/deploy.md:
-# across the three, noise). A float head only costs speed here.
-DEFAULT_KEEP_FLOAT = ("se_pool", "se_gate", "stem")
+# Every conv quantized: with gptq rounding a float stem no longer helps (on the real Lite0-2
+# weights, unseen crops: the logit error is lower with the stem quantized for all three; see
+# docs/deploy.md). A float head only costs speed here.
+DEFAULT_KEEP_FLOAT = ("se_pool", "se_gate")
 DEFAULT_METHOD = "percentile"  # 20/22 photos and 95.5% of unseen crops; entropy 19/22, 93.8%
 DEFAULT_IMAGES = 128
+# weight rounding: error-compensating (effnet.deploy.onnx_rounding) or ONNX Runtime's nearest
+ROUNDINGS = ("gptq", "nearest")
+DEFAULT_ROUNDING = "gptq"
 BATCH = 8  # calibration / verification batch
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -75,6 +79,9 @@ class QuantizeReport:
     skipped_images: int = 0
     bias_correction: bool = True  # effnet's correction (effnet.deploy.onnx_bias); nncf: its own
     bias_layers: int = 0  # layers whose bias effnet corrected
+    # how the INT8 weights were rounded: "gptq" (effnet.deploy.onnx_rounding) or "nearest"
+    rounding: str = "gptq"
+    rounded_layers: int = 0  # layers whose weights the gptq rounding chose
     float_nodes: int = 0  # nodes left in float by keep_float
     qdq_nodes: int = 0  # QuantizeLinear + DequantizeLinear nodes in the written graph
     agreement: float = 0.0  # top-1 agreement with fp32 on the calibration images, in [0, 1]
@@ -111,6 +118,7 @@ def quantize_onnx(
     pretrained: Any = None,
     weights_source: str = "auto",
     bias_correction: bool = True,
+    rounding: str | None = None,
 ) -> QuantizeReport:
     """Write an INT8 (QDQ) ONNX file of ``model_or_run`` (a model, name, model file or run).
 
@@ -127,12 +135,22 @@ def quantize_onnx(
     interleaved throughput at batch 16 on ``threads`` threads (default: torch's).
     ``bias_correction`` (ONNX Runtime's methods): move each Conv/Gemm's output mean back to the
     fp32 graph's on the first 32 calibration images (``effnet.deploy.onnx_bias``); nncf always
-    corrects biases its own way.
+    corrects biases its own way. ``rounding`` (ONNX Runtime's methods; None: gptq): ``gptq``
+    re-rounds the INT8 weights to keep each layer's output closest to fp32 on the first 64
+    calibration images (``effnet.deploy.onnx_rounding``), before the bias correction;
+    ``nearest`` keeps ONNX Runtime's rounding. nncf rounds its own way (the report says
+    ``nearest``; ``rounding="gptq"`` with it is an error).
     """
     defaulted, method = method is None, DEFAULT_METHOD if method is None else method
     keep = _check_options(images, method, keep_float, min_agreement)
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     if method == "nncf" and not bias_correction:
         raise ValueError("nncf always corrects biases (its own way); drop --no-bias-correction")
+    if method == "nncf" and rounding == "gptq":
+        raise ValueError("nncf rounds its weights its own way; drop --rounding gptq")
+    if rounding is None:  # NNCF rounds its own weights, to nearest
+        rounding = "nearest" if method == "nncf" else DEFAULT_ROUNDING
     require_onnx()
     require("onnxruntime.quantization")
     if method == "nncf":
@@ -149,7 +167,8 @@ def quantize_onnx(
         fp32 = Path(tmpdir) / "fp32.onnx"
         export_onnx(model, fp32, size)
         report = QuantizeReport(output, method, per_channel, keep, size, len(calib), skipped,
-                                bias_correction=bias_correction and method != "nncf")  # fmt: skip
+                                bias_correction=bias_correction and method != "nncf",
+                                rounding=rounding)  # fmt: skip
         report.fp32_bytes = fp32.stat().st_size
 
         def write(tmp: str) -> None:
@@ -309,6 +328,8 @@ def _quantize(fp32: Path, out: str, calib: np.ndarray, report: QuantizeReport) -
             else:
                 keep, name = reads_activation(graph, exclude), graph.input[0].name
                 _quantize_static(q, prepared, out, calib, name, exclude, keep, report)
+                if report.rounding == "gptq":
+                    report.rounded_layers = round_weights(str(prepared), out, calib)
                 if report.bias_correction:
                     report.bias_layers = correct_biases(str(prepared), out, calib)
     except (ValueError, OSError, ImportError):
@@ -324,6 +345,7 @@ def _quantize(fp32: Path, out: str, calib: np.ndarray, report: QuantizeReport) -
         "per_channel": report.per_channel,
         "keep_float": list(report.keep_float),
         "bias_correction": report.method == "nncf" or report.bias_correction,
+        "rounding": report.rounding,
         "calibration_images": len(calib),
     }
     _add_metadata(out, meta)

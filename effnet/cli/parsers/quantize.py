@@ -8,13 +8,15 @@ import textwrap
 from effnet.cli.parsers import exists_check
 from effnet.cli.weights_flags import add_pretrained
 
-# effnet.deploy.quantize's METHODS, DEFAULT_METHOD, KEEP_FLOAT, DEFAULT_KEEP_FLOAT and
-# DEFAULT_IMAGES (a test checks that they agree).
+# effnet.deploy.quantize's METHODS, DEFAULT_METHOD, KEEP_FLOAT, DEFAULT_KEEP_FLOAT,
+# DEFAULT_IMAGES, ROUNDINGS and DEFAULT_ROUNDING (a test checks that they agree).
 METHODS = ("entropy", "percentile", "minmax", "nncf")
 DEFAULT_METHOD = "percentile"
 KEEP_FLOAT = ("se_pool", "se_gate", "se_conv", "head", "stem")
-DEFAULT_KEEP_FLOAT = "se_pool,se_gate,stem"
+DEFAULT_KEEP_FLOAT = "se_pool,se_gate"
 DEFAULT_IMAGES = 128
+ROUNDINGS = ("gptq", "nearest")
+DEFAULT_ROUNDING = "gptq"
 
 
 def _calibration_check(args: argparse.Namespace) -> None:
@@ -100,6 +102,14 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
         metavar="GROUPS",
         help=f"comma-separated op groups left in float, from {', '.join(KEEP_FLOAT)}, or none "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--rounding",
+        choices=ROUNDINGS,
+        default=None,
+        help="INT8 weight rounding: gptq chooses each layer's rounding to keep its output "
+        "closest to fp32 on the calibration images (error-compensating, as GPTQ/OBQ); nearest "
+        f"is ONNX Runtime's (default: {DEFAULT_ROUNDING}; --method nncf rounds its own way)",
     )
     p.add_argument(
         "--no-bias-correction",
