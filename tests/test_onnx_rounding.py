@@ -150,3 +150,44 @@ def test_the_rewritten_file_keeps_its_scales_and_lowers_each_layers_error(tmp_pa
     errors = np.array(errors)
     assert errors[:, 1].sum() < 0.9 * errors[:, 0].sum(), errors.sum(0)  # measured: 0.82x
     assert (errors[:, 1] <= errors[:, 0]).mean() >= 0.8, errors
+
+
+def test_grouped_convs_keep_nearest_rounding_and_nothing_breaks(tmp_path):
+    """A dense conv, a grouped one (2 groups) and a depthwise one with a channel multiplier:
+    only the dense conv is re-rounded; the others are left as the quantizer wrote them."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(0)
+    h = onnx.helper
+    weights = {"w0": rng.normal(size=(8, 4, 3, 3)), "w1": rng.normal(size=(8, 4, 3, 3)),
+               "w2": rng.normal(size=(16, 1, 3, 3))}  # fmt: skip
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    nodes = [
+        h.make_node("Conv", ["x", "w0"], ["a"], name="dense", pads=[1, 1, 1, 1]),
+        h.make_node("Conv", ["a", "w1"], ["b"], name="grouped", group=2, pads=[1, 1, 1, 1]),
+        h.make_node("Conv", ["b", "w2"], ["y"], name="multiplier", group=8, pads=[1, 1, 1, 1]),
+    ]
+    graph = h.make_graph(
+        nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4, 12, 12])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 16, 12, 12])], inits,
+    )  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(fp32))
+    x = rng.normal(size=(16, 1, 4, 12, 12)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(x)
+
+        def get_next(self):
+            return next(({"x": b} for b in [next(self.it, None)] if b is not None), None)
+
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, extra_options={"WeightSymmetric": True})  # fmt: skip
+    before = _int8_weights(int8)
+    assert R.round_weights(str(fp32), str(int8), x[:, 0]) == 1
+    after = _int8_weights(int8)
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert changed and all("w0" in k for k in changed), changed

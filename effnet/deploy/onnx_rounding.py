@@ -104,6 +104,8 @@ def _layers(reference, model, helper) -> list[_Layer]:
             continue
         q, scale, zero = (helper.to_array(inits[i]) for i in dq.input[:3])
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv" and not _plain_conv(attrs, q.shape):
+            continue
         dq_axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         out_axis = 0 if node.op_type == "Conv" or attrs.get("transB", 0) else 1
         if scale.size == 1:  # one scale for the tensor (--per-tensor)
@@ -118,6 +120,16 @@ def _layers(reference, model, helper) -> list[_Layer]:
         rows = np.moveaxis(weight, out_axis, 0).reshape(q.shape[out_axis], -1)
         layers.append(_Layer(ref, rows, inits[dq.input[0]], scale, q.shape, attrs, out_axis))
     return layers
+
+
+def _plain_conv(attrs: dict, shape: tuple[int, ...]) -> bool:
+    """A Conv whose im2col ``_second_moment`` measures: explicit pads, 2D, and either dense
+    or depthwise (one input channel per output channel). Other grouped convs and auto_pad keep
+    nearest rounding."""
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(shape) != 4:
+        return False
+    group = attrs.get("group", 1)
+    return group == 1 or (group == shape[0] and shape[1] == 1)
 
 
 def _groups(layers: list[_Layer]) -> list[list[_Layer]]:
