@@ -7,6 +7,8 @@ itself, the rounding against nearest rounding on that objective, and the file it
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,7 @@ pytest.importorskip("onnxruntime.quantization")
 from onnx import numpy_helper  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
-from effnet.deploy.export.onnx import export_onnx  # noqa: E402
+from effnet.deploy.export.onnx import METADATA_KEY, export_onnx  # noqa: E402
 
 
 def _error(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> float:
@@ -116,6 +118,11 @@ def test_the_rewritten_file_keeps_its_scales_and_lowers_each_layers_error(tmp_pa
                                             rounding=rounding, bias_correction=False,
                                             keep_float=(), method="minmax")  # fmt: skip
     assert reports["nearest"].rounded_layers == 0
+    meta = {k: json.loads(
+        {p.key: p.value for p in onnx.load(str(files[k])).metadata_props}[METADATA_KEY]
+    )["quantization"] for k in files}  # fmt: skip
+    assert meta["gptq"]["rounding"] == "gptq" and meta["nearest"]["rounding"] == "nearest"
+    assert meta["gptq"]["rounded_layers"] == reports["gptq"].rounded_layers
     assert reports["gptq"].rounded_layers >= 10 and reports["gptq"].rounding == "gptq"
     near, gptq = _int8_weights(files["nearest"]), _int8_weights(files["gptq"])
     assert near.keys() == gptq.keys()

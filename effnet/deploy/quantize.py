@@ -346,6 +346,7 @@ def _quantize(fp32: Path, out: str, calib: np.ndarray, report: QuantizeReport) -
         "keep_float": list(report.keep_float),
         "bias_correction": report.method == "nncf" or report.bias_correction,
         "rounding": report.rounding,
+        "rounded_layers": report.rounded_layers,  # gptq: layers it re-rounded (others: nearest)
         "calibration_images": len(calib),
     }
     _add_metadata(out, meta)
