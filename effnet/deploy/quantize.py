@@ -133,24 +133,14 @@ def quantize_onnx(
     images is at least ``min_agreement``. With ``eval`` (``digits`` or a labelled folder, split
     as ``effnet eval`` splits it), the report's ``eval`` has top-1 of both graphs, file sizes and
     interleaved throughput at batch 16 on ``threads`` threads (default: torch's).
-    ``bias_correction`` (ONNX Runtime's methods): move each Conv/Gemm's output mean back to the
-    fp32 graph's on the first 32 calibration images (``effnet.deploy.onnx_bias``); nncf always
-    corrects biases its own way. ``rounding`` (ONNX Runtime's methods; None: gptq): ``gptq``
-    re-rounds the INT8 weights to keep each layer's output closest to fp32 on the first 64
-    calibration images (``effnet.deploy.onnx_rounding``), before the bias correction;
-    ``nearest`` keeps ONNX Runtime's rounding. nncf rounds its own way (the report says
-    ``nearest``; ``rounding="gptq"`` with it is an error).
+    ONNX Runtime's methods only (nncf does both its own way): ``rounding`` (None: gptq) re-rounds
+    the INT8 weights to keep each layer's output closest to fp32 (``effnet.deploy.onnx_rounding``)
+    or keeps ``nearest``; then ``bias_correction`` moves each Conv/Gemm's output mean back to
+    fp32's (``effnet.deploy.onnx_bias``).
     """
     defaulted, method = method is None, DEFAULT_METHOD if method is None else method
     keep = _check_options(images, method, keep_float, min_agreement)
-    if rounding is not None and rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    if method == "nncf" and not bias_correction:
-        raise ValueError("nncf always corrects biases (its own way); drop --no-bias-correction")
-    if method == "nncf" and rounding == "gptq":
-        raise ValueError("nncf rounds its weights its own way; drop --rounding gptq")
-    if rounding is None:  # NNCF rounds its own weights, to nearest
-        rounding = "nearest" if method == "nncf" else DEFAULT_ROUNDING
+    rounding = _check_weights(method, rounding, bias_correction)
     require_onnx()
     require("onnxruntime.quantization")
     if method == "nncf":
@@ -168,8 +158,7 @@ def quantize_onnx(
         export_onnx(model, fp32, size)
         report = QuantizeReport(output, method, per_channel, keep, size, len(calib), skipped,
                                 bias_correction=bias_correction and method != "nncf",
-                                rounding=rounding)  # fmt: skip
-        report.fp32_bytes = fp32.stat().st_size
+                                rounding=rounding, fp32_bytes=fp32.stat().st_size)  # fmt: skip
 
         def write(tmp: str) -> None:
             try:
@@ -193,6 +182,20 @@ def quantize_onnx(
             )
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_weights(method: str, rounding: str | None, bias_correction: bool) -> str:
+    """The rounding to record (None: gptq, or nearest for nncf, which rounds its own weights
+    to nearest); a ValueError for what nncf cannot take."""
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    if method == "nncf" and not bias_correction:
+        raise ValueError("nncf always corrects biases (its own way); drop --no-bias-correction")
+    if method == "nncf" and rounding == "gptq":
+        raise ValueError("nncf rounds its weights its own way; drop --rounding gptq")
+    if rounding is None:
+        return "nearest" if method == "nncf" else DEFAULT_ROUNDING
+    return rounding
 
 
 def _check_options(images, method, keep_float, min_agreement) -> tuple[str, ...]:
