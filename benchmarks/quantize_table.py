@@ -83,6 +83,7 @@ def accuracy_rows(folder: Path, photos: Path, recipes=RECIPES) -> list[dict]:
             method=method,
             per_channel=per_channel,
             keep_float=keep,
+            rounding="nearest",  # these rows predate gptq; edge_accuracy.py has the gptq rows
         )
         rows.append(
             {

@@ -455,7 +455,7 @@ def test_real_lite0_int8_against_fp32_and_naive_minmax(lite0_photos):
     model, root, r = lite0_photos
     naive = Q.quantize_onnx(
         model, calibrate=root / "photos", output=root / "naive.onnx", method="minmax",
-        per_channel=False, keep_float=(), bias_correction=False,
+        per_channel=False, keep_float=(), bias_correction=False, rounding="nearest",
     )  # fmt: skip
     assert r.calibration_images == 22 and r.bias_layers == 50
     assert naive.agreement + 0.3 < r.agreement  # measured: 90.9% against naive's 40.9%
@@ -472,9 +472,10 @@ def test_real_lite0_bias_correction_shrinks_the_logit_error(lite0_photos, tmp_pa
     model, root, r = lite0_photos
     plain = Q.quantize_onnx(model, calibrate=root / "photos", output=tmp_path / "p.onnx",
                             bias_correction=False)  # fmt: skip
-    # measured (entropy, stem quantized): 0.59 against 2.1 on the photos; on 176 unseen crops
-    # 94.9% against 85.8%
-    assert r.max_logit_diff < plain.max_logit_diff / 2, (r.max_logit_diff, plain.max_logit_diff)
+    # measured with the default (gptq rounding): 0.74 against 1.11 on the photos; with nearest
+    # rounding (entropy, stem quantized) 0.59 against 2.1, and 94.9% against 85.8% of 176
+    # unseen crops
+    assert r.max_logit_diff < 0.8 * plain.max_logit_diff, (r.max_logit_diff, plain.max_logit_diff)
 
 
 @pytest.mark.slow
