@@ -60,9 +60,9 @@ def _bias(node, inits, producer, pre_activation):
     return None
 
 
-def _means(model, names: list[str], x: np.ndarray) -> list[np.ndarray]:
-    """Per-channel means of the tensors ``names`` of ``model`` on ``x``; the graph's outputs are
-    replaced by those tensors, so ONNX Runtime runs only what they need."""
+def probe_session(model, names: list[str], threads: int | None = None):
+    """An ONNX Runtime CPU session of ``model`` whose outputs are the tensors ``names``, so it
+    runs only what they need."""
     onnx = require("onnx")
     ort = require("onnxruntime")
     probe = onnx.ModelProto()
@@ -73,8 +73,15 @@ def _means(model, names: list[str], x: np.ndarray) -> list[np.ndarray]:
         probe.graph.output.append(value)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(
         probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+
+
+def _means(model, names: list[str], x: np.ndarray) -> list[np.ndarray]:
+    """Per-channel means of the tensors ``names`` of ``model`` on ``x``."""
+    session = probe_session(model, names)
     outs = session.run(names, {session.get_inputs()[0].name: x})
     return [o.mean(0) if o.ndim == 2 else o.mean((0, *range(2, o.ndim))) for o in outs]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from effnet.deploy.onnx_bias import probe_session
 from effnet.env import require
 
 ROUND_IMAGES = 64  # calibration images the rounding's H uses
@@ -148,22 +149,8 @@ def _groups(layers: list[_Layer]) -> list[list[_Layer]]:
 def _hessians(reference, group: list[_Layer], x: np.ndarray) -> tuple[list, list[int]]:
     """``X X^T`` of each layer's inputs in the float graph over ``x`` (float64), and how many
     im2col samples (images times output positions) each sums."""
-    onnx = require("onnx")
-    ort = require("onnxruntime")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(reference)
-    del probe.graph.output[:]
     names = list(dict.fromkeys(layer.node.input[0] for layer in group))
-    for name in names:
-        probe.graph.output.append(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        )
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = probe_session(reference, names, threads=torch.get_num_threads())
     feed = session.get_inputs()[0].name
     sums: list[torch.Tensor | None] = [None] * len(group)
     counts = [0] * len(group)
